@@ -1,0 +1,29 @@
+# The README's commands. Each bootstraps uv when it is missing and uses the committed uv.lock.
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+PYTEST_ARGS ?=
+
+.PHONY: bootstrap sync test demo bench lint format
+
+bootstrap:
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+
+sync: bootstrap
+	$(UV) sync --locked --all-packages --all-groups
+
+test: sync
+	$(UV) run --locked --no-sync pytest $(PYTEST_ARGS)
+
+demo: sync
+	$(UV) run --locked --no-sync python examples/quickstart.py
+
+bench: sync
+	$(UV) run --locked --no-sync python bench/platform_scale.py
+
+lint: sync
+	$(UV) run --locked --no-sync ruff format --check .
+	$(UV) run --locked --no-sync ruff check .
+
+format: sync
+	$(UV) run --locked --no-sync ruff format .
+	$(UV) run --locked --no-sync ruff check --fix .

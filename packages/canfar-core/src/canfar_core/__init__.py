@@ -1,0 +1,1 @@
+"""canfar-core: one client and one truth about CANFAR headless sessions."""
