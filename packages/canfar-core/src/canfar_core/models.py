@@ -1,0 +1,244 @@
+"""Pydantic models of what the Skaha API sends and accepts.
+
+`Session` parses leniently because servers differ: null fields are omitted by current
+servers and were the literal string `"<none>"` before 2025.1. `SessionSpec` is strict
+because a request the server would mangle (an env value with `=`, a quote that breaks
+its YAML) must be refused here, with a sentence, before anything is sent.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from canfar_core.errors import SpecError
+from canfar_core.phase import Phase, split_status
+
+SESSION_TYPES = ("headless", "notebook", "desktop", "carta", "contributed", "firefly")
+NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+NAME_MAX_LENGTH = 63
+ENV_KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_LEGACY_NONE = ("<none>", "not-applicable", "")
+
+
+def _none_if_legacy(value: object) -> object:
+    return None if isinstance(value, str) and value.strip() in _LEGACY_NONE else value
+
+
+def parse_java_time(value: object) -> datetime | None:
+    """Parse Java's ISO-8601 forms, including `2026-07-01T12:00Z` (seconds omitted)."""
+    value = _none_if_legacy(value)
+    if value is None or isinstance(value, datetime):
+        return value
+    text = str(value).strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    return datetime.fromisoformat(text)
+
+
+class Session(BaseModel):
+    """One session as the server lists it."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="allow")
+
+    id: str
+    userid: str | None = None
+    run_as_uid: str | None = Field(default=None, alias="runAsUID")
+    run_as_gid: str | None = Field(default=None, alias="runAsGID")
+    supplemental_groups: list[int] = Field(default_factory=list, alias="supplementalGroups")
+    appid: str | None = None
+    image: str | None = None
+    type: str = "headless"
+    status: str = "Unknown"
+    name: str | None = None
+    start_time: datetime | None = Field(default=None, alias="startTime")
+    expiry_time: datetime | None = Field(default=None, alias="expiryTime")
+    connect_url: str | None = Field(default=None, alias="connectURL")
+    requested_ram: str | None = Field(default=None, alias="requestedRAM")
+    requested_cpu_cores: str | None = Field(default=None, alias="requestedCPUCores")
+    requested_gpu_cores: str | None = Field(default=None, alias="requestedGPUCores")
+    ram_in_use: str | None = Field(default=None, alias="ramInUse")
+    cpu_cores_in_use: str | None = Field(default=None, alias="cpuCoresInUse")
+    is_fixed_resources: bool | None = Field(default=None, alias="isFixedResources")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_nones(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: _none_if_legacy(v) for k, v in data.items()}
+        return data
+
+    @field_validator("start_time", "expiry_time", mode="before")
+    @classmethod
+    def _java_time(cls, value: object) -> datetime | None:
+        return parse_java_time(value)
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _default_type(cls, value: object) -> str:
+        return str(value) if value else "headless"
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _default_status(cls, value: object) -> str:
+        return str(value) if value else "Unknown"
+
+    @property
+    def phase(self) -> Phase:
+        """The normalised phase of `status`."""
+        return Phase.parse(self.status)
+
+    @property
+    def status_reason(self) -> str | None:
+        """The reason in a legacy `Failed (Reason)` status, if any."""
+        return split_status(self.status)[1]
+
+
+class Event(BaseModel):
+    """One row of the `view=events` kubectl table."""
+
+    type: str
+    reason: str
+    message: str
+    first_time: str | None = None
+    last_time: str | None = None
+
+
+class Image(BaseModel):
+    """An image the server's cache lists (`GET /v1/image`)."""
+
+    id: str
+    types: list[str] = Field(default_factory=list)
+    digest: str | None = None
+
+
+def parse_events(table: str) -> list[Event]:
+    """Parse the kubectl table into events (`<none>` or a header alone gives [])."""
+    rows: list[Event] = []
+    lines = [line for line in table.splitlines() if line.strip()]
+    if not lines or lines[0].strip() == "<none>":
+        return rows
+    for line in lines[1:]:
+        cells = re.split(r"\s{2,}", line.strip())
+        if len(cells) != 5:
+            continue
+        kind, reason, message, first, last = cells
+        rows.append(
+            Event(
+                type=kind,
+                reason=reason,
+                message=message,
+                first_time=None if first == "<none>" else first,
+                last_time=None if last == "<none>" else last,
+            )
+        )
+    return rows
+
+
+def _format_number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _refuse_yaml_breakers(field: str, value: str) -> None:
+    # The server splices these into YAML double quotes without escaping (reference §3.1.4).
+    for char, what in (('"', "a double quote"), ("\\", "a backslash")):
+        if char in value:
+            raise SpecError(
+                field,
+                value,
+                f"it contains {what}, which breaks the server's YAML; "
+                "carry the command through canfar_core.launch instead",
+            )
+
+
+class SessionSpec(BaseModel):
+    """A validated request for one session.
+
+    Validation mirrors what the server does (and what it silently mangles), so a bad
+    request fails here with one sentence instead of as a 400 or a dropped variable.
+    `env` values must survive the server's `KEY=VALUE` split: use
+    `canfar_core.launch.envelope` to carry arbitrary values, argv and a working directory.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    image: str
+    kind: str = "headless"
+    cores: float | None = None
+    ram: float | None = None
+    gpus: int | None = None
+    cmd: str | None = None
+    args: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _validate(self) -> SessionSpec:
+        if not self.name:
+            raise SpecError("name", self.name, "a session needs a name")
+        if len(self.name) > NAME_MAX_LENGTH:
+            raise SpecError("name", self.name, f"names are at most {NAME_MAX_LENGTH} characters")
+        if not NAME_PATTERN.match(self.name):
+            raise SpecError(
+                "name",
+                self.name,
+                "names use lower-case letters, digits and '-', and start and end with a "
+                "letter or digit",
+            )
+        if not self.image.strip():
+            raise SpecError("image", self.image, "an image reference is required")
+        if self.kind not in SESSION_TYPES:
+            raise SpecError("kind", self.kind, f"one of {', '.join(SESSION_TYPES)}")
+        for field, value in (("cores", self.cores), ("ram", self.ram)):
+            if value is not None and value < 1:
+                raise SpecError(field, value, "the value must be at least 1")
+        if self.gpus is not None and self.gpus < 1:
+            raise SpecError("gpus", self.gpus, "leave gpus unset for none; otherwise >= 1")
+        if self.kind != "headless" and (self.cmd or self.args or self.env):
+            raise SpecError("kind", self.kind, "cmd, args and env apply to headless only")
+        for field, text in (("cmd", self.cmd), ("args", self.args), ("image", self.image)):
+            if text is not None:
+                _refuse_yaml_breakers(field, text)
+        for key, value in self.env.items():
+            if not ENV_KEY_PATTERN.match(key):
+                raise SpecError(f"env key {key!r}", key, "letters, digits and '_' only")
+            if value == "" or "=" in value:
+                raise SpecError(
+                    f"env[{key}]",
+                    value,
+                    "the server silently drops empty values and values containing '='; "
+                    "carry them through canfar_core.launch instead",
+                )
+            _refuse_yaml_breakers(f"env[{key}]", value)
+        return self
+
+    def with_env(self, extra: dict[str, str]) -> SessionSpec:
+        """A copy with more environment entries (later keys override)."""
+        return self.model_copy(update={"env": {**self.env, **extra}})
+
+    def with_name(self, name: str) -> SessionSpec:
+        """A copy under another name (validated)."""
+        return SessionSpec(**{**self.model_dump(), "name": name})
+
+    def to_params(self) -> list[tuple[str, str]]:
+        """The form parameters of `POST /v1/session`, in the order the server reads them."""
+        params: list[tuple[str, str]] = [
+            ("name", self.name),
+            ("image", self.image),
+            ("type", self.kind),
+        ]
+        if self.cores is not None:
+            params.append(("cores", _format_number(self.cores)))
+        if self.ram is not None:
+            params.append(("ram", _format_number(self.ram)))
+        if self.gpus is not None:
+            params.append(("gpus", str(self.gpus)))
+        if self.cmd is not None:
+            params.append(("cmd", self.cmd))
+        if self.args is not None:
+            params.append(("args", self.args))
+        params.extend(("env", f"{key}={value}") for key, value in self.env.items())
+        return params

@@ -1,0 +1,76 @@
+"""Bounded, jittered exponential backoff.
+
+The official client has no retries at all (reference §10.8), so one dropped connection
+fails a night's pipeline. Retries here are bounded in attempts *and* in total time, so
+an outage surfaces as an error instead of a hang.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+
+import httpx
+
+RETRYABLE_STATUS = frozenset({502, 503, 504})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long to retry a transient failure."""
+
+    attempts: int = 6
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    total_seconds: float = 180.0
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry number `attempt` (0-based), honouring Retry-After."""
+        ceiling = min(self.max_delay, self.base_delay * (2**attempt))
+        jittered = random.uniform(ceiling / 2, ceiling)
+        return max(jittered, retry_after) if retry_after is not None else jittered
+
+    def budget(self) -> RetryBudget:
+        """A fresh budget for one logical call."""
+        return RetryBudget(self, time.monotonic() + self.total_seconds)
+
+
+@dataclass
+class RetryBudget:
+    """The attempts and time left for one logical call."""
+
+    policy: RetryPolicy
+    deadline: float
+    attempt: int = 0
+
+    def next_delay(self, retry_after: float | None = None) -> float | None:
+        """The wait before the next try, or None when attempts or time are used up."""
+        if self.attempt + 1 >= self.policy.attempts:
+            return None
+        wait = self.policy.delay(self.attempt, retry_after)
+        if time.monotonic() + wait > self.deadline:
+            return None
+        self.attempt += 1
+        return wait
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    """Parse a `Retry-After` header given in seconds (HTTP dates are ignored)."""
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def is_unsent(exc: Exception) -> bool:
+    """True when the request certainly never reached the server (safe to re-send)."""
+    return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+
+
+def is_transient(exc: Exception) -> bool:
+    """True for transport failures worth retrying on an idempotent call."""
+    return isinstance(exc, httpx.TransportError)
