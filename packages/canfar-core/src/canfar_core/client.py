@@ -17,6 +17,7 @@ import ssl
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, overload
+from urllib.parse import urlencode
 
 import httpx
 from pydantic import SecretStr
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 USER_AGENT = "canfar-core/0.1"
 MAX_REASON_CHARS = 2000
 Params = Sequence[tuple[str, str]]
+# The server reads POST parameters only from a form-encoded body (reference §1.4).
+FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
 class _Ambiguous(Exception):
@@ -265,7 +268,9 @@ class AsyncCanfarClient:
             self.config.check_expiry()
             try:
                 response = await http.post(
-                    "session", data=spec.to_params(), headers=self._registry_headers()
+                    "session",
+                    content=urlencode(spec.to_params()),
+                    headers={**FORM_HEADERS, **self._registry_headers()},
                 )
             except httpx.TransportError as exc:
                 if is_unsent(exc):
@@ -320,7 +325,11 @@ class AsyncCanfarClient:
             self.config.check_expiry()
             try:
                 response = await http.request(
-                    method, path, params=list(params or []), data=list(data) if data else None
+                    method,
+                    path,
+                    params=list(params or []),
+                    content=urlencode(list(data)) if data else None,
+                    headers=FORM_HEADERS if data else None,
                 )
             except httpx.TransportError as exc:
                 if is_unsent(exc) or (safe and is_transient(exc)):

@@ -138,6 +138,11 @@ def parse_events(table: str) -> list[Event]:
     return rows
 
 
+def escape_dollars(value: str) -> str:
+    """Escape `$` for Java's `replaceAll` replacement syntax (`$` becomes `\\$`)."""
+    return value.replace("$", "\\$")
+
+
 def _format_number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
@@ -175,8 +180,13 @@ class SessionSpec(BaseModel):
     args: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _validate(self) -> SessionSpec:
+    def __init__(self, **data: Any) -> None:
+        super().__init__(**data)
+        # Checked after construction so SpecError reaches the caller as itself
+        # (pydantic would wrap a ValueError raised inside a validator).
+        self._check()
+
+    def _check(self) -> None:
         if not self.name:
             raise SpecError("name", self.name, "a session needs a name")
         if len(self.name) > NAME_MAX_LENGTH:
@@ -213,18 +223,23 @@ class SessionSpec(BaseModel):
                     "carry them through canfar_core.launch instead",
                 )
             _refuse_yaml_breakers(f"env[{key}]", value)
-        return self
 
     def with_env(self, extra: dict[str, str]) -> SessionSpec:
         """A copy with more environment entries (later keys override)."""
-        return self.model_copy(update={"env": {**self.env, **extra}})
+        return SessionSpec(**{**self.model_dump(), "env": {**self.env, **extra}})
 
     def with_name(self, name: str) -> SessionSpec:
         """A copy under another name (validated)."""
         return SessionSpec(**{**self.model_dump(), "name": name})
 
     def to_params(self) -> list[tuple[str, str]]:
-        """The form parameters of `POST /v1/session`, in the order the server reads them."""
+        """The form parameters of `POST /v1/session`, in the order the server reads them.
+
+        `cmd`, `args` and `env` values are escaped for the server's template splice: it
+        inserts them with Java's `String.replaceAll`, where `$` starts a group reference
+        (`$(VAR)` fails with 400 "Illegal group reference") and `\\$` is a literal `$`.
+        So the spec holds what Kubernetes should receive, and the wire carries `\\$`.
+        """
         params: list[tuple[str, str]] = [
             ("name", self.name),
             ("image", self.image),
@@ -237,8 +252,8 @@ class SessionSpec(BaseModel):
         if self.gpus is not None:
             params.append(("gpus", str(self.gpus)))
         if self.cmd is not None:
-            params.append(("cmd", self.cmd))
+            params.append(("cmd", escape_dollars(self.cmd)))
         if self.args is not None:
-            params.append(("args", self.args))
-        params.extend(("env", f"{key}={value}") for key, value in self.env.items())
+            params.append(("args", escape_dollars(self.args)))
+        params.extend(("env", f"{key}={escape_dollars(value)}") for key, value in self.env.items())
         return params
