@@ -1,0 +1,134 @@
+"""``canfar-local``: run the embedded CANFAR platform from the command line.
+
+``canfar-local serve`` prints ``CANFAR_URL=...`` and ``CANFAR_TOKEN=...`` (ready to paste
+into a shell or to read from a parent process) and serves until interrupted.  Sessions keep
+running under their supervisors when the server stops, and a later ``serve`` on the same
+root adopts them, unless ``--kill-on-exit`` is given.  User errors are one line on stderr
+and exit status 1; there are no tracebacks for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from .config import PlatformConfig, default_root
+from .errors import PlatformError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="canfar-local", description="The embedded CANFAR (Skaha v1) platform."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve the Skaha API and run sessions locally")
+    defaults = PlatformConfig()
+    serve.add_argument("--root", type=Path, help=f"state directory (default {default_root()})")
+    serve.add_argument("--host", default=defaults.host, help="address to bind (default loopback)")
+    serve.add_argument("--port", type=int, default=0, help="port to bind (default: any free one)")
+    serve.add_argument("--cores", type=float, default=defaults.cores, help="machine capacity")
+    serve.add_argument("--ram", type=float, default=defaults.ram_gib, help="capacity in GiB")
+    serve.add_argument(
+        "--retention",
+        type=float,
+        default=defaults.retention_seconds,
+        help="seconds a finished headless session stays visible",
+    )
+    serve.add_argument(
+        "--deadline", type=int, default=defaults.deadline_seconds, help="headless deadline (s)"
+    )
+    serve.add_argument(
+        "--max-interactive",
+        type=int,
+        default=defaults.max_interactive_sessions,
+        help="interactive sessions per user",
+    )
+    serve.add_argument("--user", help="name of the default user (default: the OS user)")
+    serve.add_argument(
+        "--forbid", action="append", default=[], metavar="USER", help="answer 403 to this user"
+    )
+    serve.add_argument(
+        "--registry",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="allowed image registry (repeatable; default images.canfar.net)",
+    )
+    serve.add_argument("--tls-cert", type=Path, help="server certificate (PEM) for HTTPS")
+    serve.add_argument("--tls-key", type=Path, help="server key (PEM), if not in --tls-cert")
+    serve.add_argument("--client-ca", type=Path, help="CA that issues client certificates")
+    serve.add_argument(
+        "--kill-on-exit", action="store_true", help="kill running sessions when stopping"
+    )
+    return parser
+
+
+def config_from(args: argparse.Namespace) -> PlatformConfig:
+    if args.tls_key is not None and args.tls_cert is None:
+        raise PlatformError("--tls-key needs --tls-cert")
+    if args.client_ca is not None and args.tls_cert is None:
+        raise PlatformError("--client-ca needs --tls-cert")
+    for path in (args.tls_cert, args.tls_key, args.client_ca):
+        if path is not None and not path.is_file():
+            raise PlatformError(f"no such file: {path}")
+    changes: dict[str, object] = {
+        "root": args.root,
+        "host": args.host,
+        "port": args.port,
+        "cores": args.cores,
+        "ram_gib": args.ram,
+        "retention_seconds": args.retention,
+        "deadline_seconds": args.deadline,
+        "max_interactive_sessions": args.max_interactive,
+        "default_user": args.user,
+        "forbidden_users": frozenset(args.forbid),
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
+        "client_ca": args.client_ca,
+    }
+    if args.registry:
+        changes["registries"] = tuple(args.registry)
+    return PlatformConfig().with_overrides(**changes)
+
+
+def serve(args: argparse.Namespace) -> int:
+    from .server import LocalPlatform  # imported here so that --help stays fast
+
+    platform = LocalPlatform.start(config_from(args))
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    print(f"CANFAR_URL={platform.url}", flush=True)
+    print(f"CANFAR_TOKEN={platform.token}", flush=True)
+    print(f"# user {platform.user}, root {platform.root}, pid-lock held", file=sys.stderr)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        platform.stop(kill_sessions=args.kill_on_exit)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return serve(args)
+    except PlatformError as exc:
+        print(f"canfar-local: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # e.g. the port is taken
+        print(f"canfar-local: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Helpers for tests and benchmarks that drive the embedded platform.
+
+Importable from anywhere (``tests/`` modules cannot import ``conftest`` reliably), and used
+by ``tests/conftest.py`` to build its fixtures.  Poll with :func:`wait_for` instead of
+sleeping: it returns as soon as the condition holds and fails loudly at its deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import httpx
+
+if TYPE_CHECKING:
+    from .server import LocalPlatform
+
+T = TypeVar("T")
+
+
+def wait_for(
+    predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.05, what: str = ""
+) -> T:
+    """Poll ``predicate`` until it returns a truthy value; return that value.
+
+    Raises AssertionError (naming ``what``) when ``timeout`` seconds pass first.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+async def async_wait_for(
+    predicate: Callable[[], Awaitable[T]],
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    what: str = "",
+) -> T:
+    """:func:`wait_for` for coroutine predicates."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        await asyncio.sleep(interval)
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Live pids (zombies excluded) whose command line or environment contains ``text``.
+
+    Session commands carry ``HOME=<root>/...`` and supervisors ``<root>/sessions/...`` in
+    their arguments, so the platform root finds every process a platform started.
+    """
+    found = []
+    needle = text.encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmdline = handle.read()
+            if needle not in cmdline:
+                with open(f"/proc/{entry}/environ", "rb") as handle:
+                    cmdline = handle.read()
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                state = handle.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if needle in cmdline and state not in (b"Z", b"X"):
+            found.append(int(entry))
+    return found
+
+
+def skaha_client(platform: LocalPlatform, token: str | None = None, **kwargs: Any) -> httpx.Client:
+    """A plain httpx client for ``platform.url``, sending the headers canfar sends."""
+    headers = {
+        "Authorization": f"Bearer {token or platform.token}",
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+    headers.update(kwargs.pop("headers", {}))
+    return httpx.Client(base_url=platform.url, headers=headers, timeout=30, **kwargs)
