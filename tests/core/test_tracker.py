@@ -61,7 +61,7 @@ async def test_vanished_without_exit_file_is_a_failure(platform, tmp_path: Path)
     async with client_for(platform) as client:
         wrapped = envelope(["sleep", "30"], state_dir=tmp_path)
         session_id = await client.create(wrapped.spec(name="gone", image=IMAGE))
-        tracker = SessionTracker(client, min_interval=0.1)
+        tracker = SessionTracker(client, min_interval=0.1, vanish_grace=0.5)
         future = tracker.watch(session_id, state_dir=str(tmp_path))
         await client.delete(session_id)  # behind the tracker's back
         outcome = await future
@@ -165,9 +165,25 @@ async def test_long_outage_gives_up_with_a_clear_error(platform) -> None:
         tracker = SessionTracker(client, min_interval=0.1, max_interval=0.2, outage_seconds=1)
         with pytest.raises(TrackerOutageError, match="unreadable"):
             await tracker.watch(session_id)
+        lost = tracker.outcome(session_id)
+        assert lost is not None and lost.kind is OutcomeKind.LOST and not lost.success
         await tracker.aclose()
         platform.clear_faults()
         await client.delete(session_id)
+
+
+async def test_a_session_missing_just_after_watch_gets_a_grace(platform) -> None:
+    async with client_for(platform) as client:
+        tracker = SessionTracker(client, min_interval=0.1, vanish_grace=30)
+        tracker.watch("nosuchid")  # as if the list lagged behind the create
+        for _ in range(3):
+            await tracker.tick()
+        assert tracker.outcome("nosuchid") is None
+        tracker.vanish_grace = 0
+        await tracker.tick()
+        await tracker.aclose()
+    outcome = tracker.outcome("nosuchid")
+    assert outcome is not None and outcome.kind is OutcomeKind.VANISHED
 
 
 def test_tracker_refuses_an_interval_near_the_retention() -> None:

@@ -27,6 +27,7 @@ class OutcomeKind(StrEnum):
     RUNTIME_EXCEEDED = "runtime-exceeded"
     DELETED = "deleted"
     VANISHED = "vanished"
+    LOST = "lost"
 
 
 @dataclass(frozen=True)

@@ -41,13 +41,17 @@ class _Watch:
     session: Session | None = None
     deleting: OutcomeKind | None = None
     resolving: bool = False
+    watched_at: float = field(default_factory=time.monotonic)
 
 
 class SessionTracker:
     """Resolve watched sessions to `Outcome`s from one list request per tick.
 
     `outage_seconds`: how long the list may fail before every watch fails with
-    TrackerOutageError (until then the last known state is kept and a warning logged).
+    TrackerOutageError (until then the last known state is kept and a warning logged);
+    `outcome()` then reports OutcomeKind.LOST. `vanish_grace`: how long after `watch()`
+    a session may be missing from the list (without an exit file) before it counts as
+    vanished, in case a listing lags behind a create.
     """
 
     def __init__(
@@ -58,6 +62,7 @@ class SessionTracker:
         max_interval: float = 15.0,
         backoff: float = 1.5,
         outage_seconds: float = 600.0,
+        vanish_grace: float = 5.0,
     ) -> None:
         if not 0 < min_interval <= max_interval <= MAX_INTERVAL_CAP:
             raise ValueError(
@@ -69,6 +74,7 @@ class SessionTracker:
         self.max_interval = max_interval
         self.backoff = backoff
         self.outage_seconds = outage_seconds
+        self.vanish_grace = vanish_grace
         self.ticks = 0
         self.interval = min_interval
         self._watches: dict[str, _Watch] = {}
@@ -223,6 +229,9 @@ class SessionTracker:
                 continue
             session = by_id.get(watch.session_id)
             if session is None:
+                recent = now - watch.watched_at < self.vanish_grace
+                if recent and read_exit_file(watch.state_dir, watch.session_id) is None:
+                    continue
                 changed = True
                 jobs.append(self._resolve_vanished(watch))
                 continue
@@ -270,7 +279,7 @@ class SessionTracker:
                 f"{self.outage_seconds:g} s); last error: {exc}"
             )
             for watch in list(self._watches.values()):
-                self._watches.pop(watch.session_id, None)
+                self._finish(watch, OutcomeKind.LOST, str(error), None, "", None)
                 if not watch.future.done():
                     watch.future.set_exception(error)
 
@@ -382,7 +391,7 @@ class SessionTracker:
         )
         self._outcomes[watch.session_id] = outcome
         self._watches.pop(watch.session_id, None)
-        if not watch.future.done():
+        if not watch.future.done() and kind is not OutcomeKind.LOST:
             watch.future.set_result(outcome)
         log.debug("Session %s resolved: %s", watch.session_id, outcome.describe())
         return outcome

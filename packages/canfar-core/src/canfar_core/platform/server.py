@@ -176,6 +176,10 @@ class LocalPlatform:
             try:
                 samples = await asyncio.to_thread(manager.read_usage, manager.usage_files())
                 manager.apply_usage(samples)
+            except RuntimeError:
+                # The interpreter is exiting (an in-process platform in a daemon thread):
+                # its thread pools are closed, and the sessions outlive us by design.
+                return
             except Exception:
                 log.exception("usage sampling failed")
 
