@@ -1,0 +1,157 @@
+"""Translate a Snakemake job's resources into what a CANFAR session may request.
+
+CANFAR accepts only discrete values from the server's `/context` options (cores as a
+count, RAM in GiB), so each request is rounded *up* to the smallest allowed value; a
+request above the largest option is refused with a sentence naming the rule, the
+value and the maximum, never silently clamped (a clamped job would run out of memory
+or threads far from where the mistake was made).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from canfar_core.context import Context
+from canfar_core.errors import SpecError
+
+MIB_PER_GIB = 1024
+BYTES_PER_MB = 1_000_000
+BYTES_PER_GIB = 2**30
+FALLBACK_RAM_GIB = 4  # canfar.net's default request, used if /context names none
+
+
+class RequestError(ValueError):
+    """A job's request cannot be satisfied; the message is one sentence for the user."""
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Plugin-wide defaults that a job's own resources override."""
+
+    image: str | None = None
+    cores: int | None = None
+    ram: int | None = None
+    gpus: int | None = None
+
+
+@dataclass(frozen=True)
+class SessionRequest:
+    """What one session asks for."""
+
+    image: str
+    cores: int
+    ram: int
+    gpus: int | None
+    runtime_minutes: float | None
+
+    @property
+    def runtime_seconds(self) -> float | None:
+        """The runtime limit in seconds, when the job declares one."""
+        return None if self.runtime_minutes is None else self.runtime_minutes * 60.0
+
+
+def _number(label: str, resource: str, value: object) -> float:
+    if isinstance(value, bool):
+        raise RequestError(f"{label}: {resource}={value!r} is not allowed: it must be a number.")
+    if isinstance(value, int | float):
+        number = float(value)
+    else:
+        try:
+            number = float(str(value).strip())
+        except ValueError:
+            raise RequestError(
+                f"{label}: {resource}={value!r} is not allowed: it must be a number."
+            ) from None
+    if not math.isfinite(number) or number < 0:
+        raise RequestError(
+            f"{label}: {resource}={value!r} is not allowed: it must be a non-negative number."
+        )
+    return number
+
+
+def _smallest(context: Context, resource: str, want: float, label: str, what: str) -> int:
+    try:
+        return context.smallest_allowed(resource, max(want, 1))
+    except SpecError as exc:
+        raise RequestError(
+            f"{label} requests {what}, which is not allowed: {exc.allowed}."
+        ) from None
+
+
+def plan_request(
+    *,
+    label: str,
+    threads: int,
+    resources: Mapping[str, object],
+    defaults: Defaults,
+    context: Context,
+) -> SessionRequest:
+    """The session request for a job.
+
+    `label` names the job for messages ("rule align" or "group foo"); `resources` is
+    the job's evaluated resources (attempt-dependent callables are already applied).
+    """
+    image = resources.get("canfar_image") or defaults.image
+    if not image:
+        raise RequestError(
+            f"{label} has no container image: set --canfar-image or the rule's "
+            "canfar_image resource to an image such as images.canfar.net/<project>/<name>:<tag>."
+        )
+    image = str(image)
+
+    if "canfar_cores" in resources:
+        want = _number(label, "canfar_cores", resources["canfar_cores"])
+        cores = _smallest(context, "cores", want, label, f"canfar_cores={want:g}")
+    else:
+        want = max(int(threads or 1), defaults.cores or 1)
+        cores = _smallest(context, "cores", want, label, f"threads={want} (cores)")
+
+    ram = _plan_ram(label, resources, defaults, context)
+
+    gpus: int | None = None
+    for key in ("canfar_gpus", "gpu"):
+        if key in resources and resources[key] is not None:
+            want_gpus = _number(label, key, resources[key])
+            if want_gpus > 0:
+                gpus = _smallest(context, "gpus", want_gpus, label, f"{key}={want_gpus:g}")
+            break
+    else:
+        if defaults.gpus:
+            gpus = _smallest(
+                context, "gpus", defaults.gpus, label, f"--canfar-gpus={defaults.gpus}"
+            )
+
+    runtime = resources.get("runtime")
+    runtime_minutes: float | None = None
+    if runtime is not None and not isinstance(runtime, str):
+        minutes = _number(label, "runtime", runtime)
+        runtime_minutes = minutes if minutes > 0 else None
+
+    return SessionRequest(
+        image=image, cores=cores, ram=ram, gpus=gpus, runtime_minutes=runtime_minutes
+    )
+
+
+def _plan_ram(
+    label: str, resources: Mapping[str, object], defaults: Defaults, context: Context
+) -> int:
+    if "canfar_ram" in resources:
+        want = _number(label, "canfar_ram", resources["canfar_ram"])
+        return _smallest(context, "ram", want, label, f"canfar_ram={want:g} GiB")
+    mem_mb, mem_mib = resources.get("mem_mb"), resources.get("mem_mib")
+    if mem_mb is not None or mem_mib is not None:
+        # Snakemake fills in both; mem_mib is exact in binary units, mem_mb is what
+        # users usually wrote, so compute from the first and show the second.
+        if mem_mib is not None:
+            gib = _number(label, "mem_mib", mem_mib) / MIB_PER_GIB
+        else:
+            gib = _number(label, "mem_mb", mem_mb) * BYTES_PER_MB / BYTES_PER_GIB
+        shown = f"mem_mb={mem_mb}" if mem_mb is not None else f"mem_mib={mem_mib}"
+        return _smallest(context, "ram", gib, label, f"{shown} ({gib:.1f} GiB)")
+    if defaults.ram:
+        return _smallest(context, "ram", defaults.ram, label, f"--canfar-ram={defaults.ram}")
+    server_default = context.memory_gb.default or context.memory_gb.default_request
+    want = server_default or FALLBACK_RAM_GIB
+    return _smallest(context, "ram", want, label, f"the default ram of {want:g} GiB")

@@ -1,0 +1,109 @@
+"""Turning a planned job into a session: the launch envelope and concurrent creation.
+
+The job command goes through canfar-core's launch envelope: the server splits `args`
+on spaces, drops `env` values containing `=` and breaks on quotes, and Snakemake's
+command is full of all three. The envelope also carries `--envvars`/`envvars:` values
+(so they never appear in the command string or the logs), changes to the workflow
+directory (sessions start in `$HOME`), enforces the runtime and records the exit code.
+
+Creating a session takes seconds on CANFAR, so a batch of ready jobs is created
+concurrently (bounded), each attempt under its own name so that the client can adopt
+rather than duplicate a session after an ambiguous failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from canfar_core.client import AsyncCanfarClient
+from canfar_core.errors import SpecError
+from canfar_core.launch import envelope
+from canfar_core.models import SessionSpec
+
+from snakemake_executor_plugin_canfar.resources import RequestError, SessionRequest
+
+# The tracker deletes a Running session this long after its runtime if the envelope's
+# own timer (which exits 124) has not ended it: the envelope's kill grace plus margin.
+RUNTIME_BACKSTOP_SECONDS = 90.0
+
+
+@dataclass
+class Plan:
+    """Everything decided about one job before its session is created."""
+
+    job: Any
+    label: str
+    log_rule: str
+    wildcards: Mapping[str, object] | None
+    name: str
+    key: str
+    request: SessionRequest
+    spec: SessionSpec = field(repr=False)
+
+    @property
+    def runtime_limit(self) -> float | None:
+        """The tracker's backstop limit on the Running phase."""
+        seconds = self.request.runtime_seconds
+        return None if seconds is None else seconds + RUNTIME_BACKSTOP_SECONDS
+
+
+def build_spec(
+    *,
+    label: str,
+    command: str,
+    env: Mapping[str, str],
+    workdir: Path,
+    state_dir: Path,
+    name: str,
+    request: SessionRequest,
+) -> SessionSpec:
+    """The session spec that runs `command` through the envelope."""
+    try:
+        wrapped = envelope(
+            command,
+            env=dict(env),
+            workdir=workdir,
+            state_dir=state_dir,
+            timeout=request.runtime_seconds,
+        )
+        return wrapped.spec(
+            name=name,
+            image=request.image,
+            cores=request.cores,
+            ram=request.ram,
+            gpus=request.gpus,
+        )
+    except SpecError as exc:
+        raise RequestError(f"{label}: {exc}") from None
+
+
+async def create_all(
+    client: AsyncCanfarClient,
+    specs: Sequence[SessionSpec],
+    *,
+    concurrency: int,
+    on_created: Callable[[SessionSpec, str], None],
+    on_settled: Callable[[], None],
+) -> list[str | BaseException]:
+    """Create every spec (at most `concurrency` at once); a result or error per spec.
+
+    `on_created` runs on the client's loop the moment each id is known, and
+    `on_settled` once per spec whatever happened, so that a cancellation racing with
+    the batch (Ctrl-C interrupts the caller, not this loop) still learns of every session.
+    """
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(spec: SessionSpec) -> str:
+        try:
+            async with gate:
+                session_id = await client.create(spec)
+            on_created(spec, session_id)
+            return session_id
+        finally:
+            on_settled()
+
+    return list(await asyncio.gather(*(one(s) for s in specs), return_exceptions=True))

@@ -1,0 +1,327 @@
+"""End to end: real `snakemake --executor canfar` processes on the embedded platform.
+
+Each test asserts what a user would check: the files a workflow made, what the platform
+says the sessions requested, the messages Snakemake printed, and what is left running.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from canfar_core.platform import LocalPlatform
+
+from .conftest import SNAKEMAKE_TIMEOUT, Workflow, processes_mentioning
+
+HOSTILE = "a=b c==d \"double\" 'single' $HOME `tick` \\back  two  spaces"
+
+
+def gib(requested_ram: str) -> float:
+    """The API reports requestedRAM in decimal GB (3 GiB -> "3.22"); back to GiB."""
+    return round(float(requested_ram) * 1e9 / 2**30, 1)
+
+
+def by_rule(sessions: list[dict[str, object]], rule: str) -> list[dict[str, object]]:
+    return [s for s in sessions if f"-{rule}-" in str(s["name"])]
+
+
+def test_multi_rule_workflow_with_wildcards_group_resources_and_envvars(
+    workflow: Callable[..., Workflow], platform: LocalPlatform
+) -> None:
+    wf = workflow(
+        """
+        envvars: "CANFAR_TEST_VALUE"
+
+        SAMPLES = ["one", "two"]
+
+        rule all:
+            input: "summary.txt", "env.txt", "big.txt"
+
+        rule split:
+            output: "parts/{sample}.txt"
+            group: "prep"
+            shell: "echo {wildcards.sample} > {output}"
+
+        rule upper:
+            input: "parts/{sample}.txt"
+            output: "upper/{sample}.txt"
+            group: "prep"
+            shell: "tr a-z A-Z < {input} > {output}"
+
+        rule summary:
+            input: expand("upper/{sample}.txt", sample=SAMPLES)
+            output: "summary.txt"
+            shell: "cat {input} > {output}"
+
+        rule env:
+            output: "env.txt"
+            run:
+                import os
+                with open(output[0], "w") as handle:
+                    handle.write(os.environ["CANFAR_TEST_VALUE"])
+
+        rule big:
+            output: "big.txt"
+            threads: 4
+            resources: mem_mb=3000
+            shell: "echo big > {output}"
+        """
+    )
+    # The session list fails for a while: status checks ride it out.
+    platform.inject_fault(method="GET", route="/v1/session", status=500, count=4)
+    result = wf.run("--canfar-keep-sessions", env=wf.env(CANFAR_TEST_VALUE=HOSTILE))
+    assert result.returncode == 0, result.stdout
+    assert "Cannot list sessions" in result.stdout
+
+    assert (wf.path / "summary.txt").read_text() == "ONE\nTWO\n"
+    assert (wf.path / "env.txt").read_text() == HOSTILE
+
+    sessions = wf.sessions()
+    # 2 group jobs (split+upper per sample), summary, env, big: one session each.
+    assert len(sessions) == 5
+    assert {s["status"] for s in sessions} == {"Completed"}
+    assert len(by_rule(sessions, "prep")) == 2
+    [big] = by_rule(sessions, "big")
+    assert big["requestedCPUCores"] == "4"
+    assert gib(str(big["requestedRAM"])) == 3.0
+
+    logs = wf.logs()
+    assert {p.stem.split("-", 1)[1] for p in logs} == {s["id"] for s in sessions}
+    assert {p.relative_to(wf.path / ".snakemake/canfar/logs").parts[0] for p in logs} == {
+        "group_prep",
+        "summary",
+        "env",
+        "big",
+    }
+    # The value travelled inside the envelope, never in a command line or a log.
+    assert HOSTILE not in result.stdout
+    assert not any(HOSTILE in p.read_text() for p in logs)
+
+
+def test_failures_are_job_errors_with_exit_code_log_and_attempt_scaled_retry(
+    workflow: Callable[..., Workflow],
+) -> None:
+    wf = workflow(
+        """
+        rule all:
+            input: "grown.txt", "fails.txt", "huge.txt", "elsewhere.txt"
+
+        rule grow:
+            output: "grown.txt"
+            resources: mem_mb=lambda wildcards, attempt: 1000 * attempt
+            shell: "test {resources.mem_mb} -ge 2000 || exit 1; echo ok > {output}"
+
+        rule fails:
+            output: "fails.txt"
+            shell: "echo about-to-fail-marker; exit 3"
+
+        rule huge:
+            output: "huge.txt"
+            threads: 64
+            shell: "touch {output}"
+
+        rule elsewhere:
+            output: "elsewhere.txt"
+            resources: canfar_image="docker.io/library/busybox:1"
+            shell: "touch {output}"
+        """
+    )
+    result = wf.run(
+        "--retries", "1", "--keep-going", "--show-failed-logs", "--canfar-keep-sessions"
+    )
+    out = result.stdout
+    assert result.returncode != 0
+
+    # The retry of `grow` ran in a session with more memory and succeeded.
+    assert (wf.path / "grown.txt").read_text() == "ok\n"
+    sessions = wf.sessions()
+    grow = sorted(by_rule(sessions, "grow"), key=lambda s: str(s["name"]))
+    assert [str(s["name"])[-2:] for s in grow] == ["-1", "-2"]
+    assert [gib(str(s["requestedRAM"])) for s in grow] == [1.0, 2.0]
+    assert [s["status"] for s in grow] == ["Failed", "Completed"]
+
+    # The failing rule: its exit code, session and image are named, its log printed.
+    [first, *_] = by_rule(sessions, "fails")
+    assert f"CANFAR session {first['id']} (image images.canfar.net/skaha/base:latest" in out
+    assert "failed: the rule's command exited with code 3" in out
+    assert out.count("about-to-fail-marker") >= 2  # echoed by the shell, printed from the log
+    [fails_log, *_] = sorted((wf.path / ".snakemake/canfar/logs/fails").glob("*.log"))
+    assert "about-to-fail-marker" in fails_log.read_text()
+
+    # An impossible request is refused before submission, naming rule, value and maximum.
+    assert (
+        "rule huge requests threads=64 (cores), which is not allowed: the largest cores "
+        "allowed is 16." in out
+    )
+    assert by_rule(sessions, "huge") == []
+    assert (
+        "rule elsewhere: image='docker.io/library/busybox:1' is not allowed: images must "
+        "come from images.canfar.net." in out
+    )
+    assert by_rule(sessions, "elsewhere") == []
+    assert "Traceback" not in out
+
+
+def test_a_bad_image_stops_before_anything_is_submitted(
+    workflow: Callable[..., Workflow], platform: LocalPlatform
+) -> None:
+    wf = workflow(
+        """
+        rule all:
+            output: "x.txt"
+            shell: "touch {output}"
+        """
+    )
+    result = wf.run("--canfar-image", "docker.io/library/python:3.11")
+    assert result.returncode != 0
+    assert (
+        "--canfar-image='docker.io/library/python:3.11' is not allowed: images must come "
+        "from images.canfar.net." in result.stdout
+    )
+    assert "Traceback" not in result.stdout and 'File "' not in result.stdout
+    assert platform.counters().get("POST /v1/session", 0) == 0
+
+
+def test_sigint_mid_run_leaves_zero_sessions(
+    workflow: Callable[..., Workflow], wait_for: Callable[..., object]
+) -> None:
+    wf = workflow(
+        """
+        rule all:
+            input: expand("slow/{i}.txt", i=range(3))
+
+        rule slow:
+            output: "slow/{i}.txt"
+            shell: "sleep 300; touch {output}"
+        """
+    )
+    process = wf.start()
+    try:
+        wait_for(
+            lambda: len([s for s in wf.sessions() if s["status"] == "Running"]) == 3,
+            timeout=60,
+            interval=0.2,
+            what="three running sessions",
+        )
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=90)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode != 0
+    assert wf.sessions() == []
+    assert "Deleted 3 CANFAR session(s) of run" in (wf.path / "snakemake.out").read_text()
+
+
+def test_pending_timeout_fails_the_job_with_the_events(
+    workflow: Callable[..., Workflow], platform_factory: Callable[..., LocalPlatform]
+) -> None:
+    small = platform_factory(cores=2)  # a 4-core request is allowed but never fits
+    wf = workflow(
+        """
+        rule all:
+            output: "never.txt"
+            threads: 4
+            shell: "touch {output}"
+        """,
+        small,
+    )
+    result = wf.run("--canfar-pending-timeout", "2")
+    assert result.returncode != 0
+    assert "was still Pending after 2 s and was deleted (--canfar-pending-timeout)" in result.stdout
+    assert "Session events:" in result.stdout
+    assert wf.sessions() == []
+
+
+@pytest.mark.parametrize(
+    "restart_args",
+    [
+        pytest.param((), id="snakemake-record"),
+        # Snakemake forgets external job ids with --rerun-incomplete: the ledger remembers.
+        pytest.param(("--rerun-incomplete",), id="run-ledger"),
+    ],
+)
+def test_restart_after_sigkill_adopts_running_sessions(
+    workflow: Callable[..., Workflow],
+    platform: LocalPlatform,
+    wait_for: Callable[..., object],
+    restart_args: tuple[str, ...],
+) -> None:
+    wf = workflow(
+        """
+        rule all:
+            input: "after.txt"
+
+        rule slow:
+            output: "slow/{i}.txt"
+            shell: "sleep 12; echo {wildcards.i} > {output}"
+
+        rule after:
+            input: expand("slow/{i}.txt", i=range(2))
+            output: "after.txt"
+            shell: "cat {input} > {output}"
+        """
+    )
+    first = wf.start()
+    try:
+        wait_for(
+            lambda: len([s for s in wf.sessions() if s["status"] == "Running"]) == 2,
+            timeout=60,
+            interval=0.2,
+            what="two running sessions",
+        )
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    running = {s["id"] for s in wf.sessions() if s["status"] == "Running"}
+    assert len(running) == 2
+    assert platform.counters()["POST /v1/session"] == 2
+
+    unlock = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--unlock"],
+        cwd=wf.path,
+        capture_output=True,
+        text=True,
+        timeout=SNAKEMAKE_TIMEOUT,
+    )
+    assert unlock.returncode == 0, unlock.stderr
+    second = wf.run(*restart_args)
+    assert second.returncode == 0, second.stdout
+    for session_id in running:
+        assert f"Adopting CANFAR session {session_id}" in second.stdout
+    # Only `after` was submitted; the slow jobs were not run twice.
+    assert platform.counters()["POST /v1/session"] == 3
+    assert (wf.path / "after.txt").read_text() == "0\n1\n"
+
+
+def test_local_mode_needs_no_configuration(tmp_path: Path) -> None:
+    workdir = tmp_path / "wf"
+    workdir.mkdir()
+    (workdir / "Snakefile").write_text(
+        'rule all:\n    input: "b.txt"\n\n'
+        'rule a:\n    output: "a.txt"\n    shell: "echo a > {output}"\n\n'
+        'rule b:\n    input: "a.txt"\n    output: "b.txt"\n    shell: "cat {input} > {output}"\n'
+    )
+    root = tmp_path / "local-root"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CANFAR_", "SNAKEMAKE_"))}
+    env["CANFAR_LOCAL_ROOT"] = str(root)
+    argv = ["-m", "snakemake", "--executor", "canfar", "--canfar-url", "local", "--jobs", "4"]
+    result = subprocess.run(
+        [sys.executable, *argv],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=SNAKEMAKE_TIMEOUT,
+    )
+    assert result.returncode == 0, result.stdout
+    assert (workdir / "b.txt").read_text() == "a\n"
+    assert "on the embedded platform" in result.stdout
+    assert "Traceback" not in result.stdout
+    assert processes_mentioning(str(root)) == []
