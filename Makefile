@@ -15,7 +15,7 @@ test: sync
 	$(UV) run --locked --no-sync pytest $(PYTEST_ARGS)
 
 demo: sync
-	$(UV) run --locked --no-sync python examples/quickstart.py
+	$(UV) run --locked --no-sync python examples/demo.py
 
 bench: sync
 	$(UV) run --locked --no-sync python bench/platform_scale.py
