@@ -51,6 +51,7 @@ def plain(body: str, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 def json_response(text: str, status: int = 200) -> web.Response:
+    """A JSON body as the server sends it (pretty text already rendered)."""
     return web.Response(
         body=text.encode("utf-8"), status=status, headers={"Content-Type": "application/json"}
     )
@@ -115,6 +116,7 @@ class PlatformApp:
         self._job_names: dict[str, str] = {}
 
     def build(self) -> web.Application:
+        """One catch-all route, so paths are matched as the servlet does."""
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self.dispatch)
         return app
@@ -122,6 +124,7 @@ class PlatformApp:
     # -- front door ----------------------------------------------------------------------
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        """Route a request: admin routes, then auth, params and the Skaha servlets."""
         path = _SLASHES.sub("/", request.path)
         if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
             return await self.admin(request, path[len(ADMIN_PREFIX) :])
@@ -149,6 +152,7 @@ class PlatformApp:
         return response
 
     def fault_response(self, fault: Fault, route: Route) -> web.Response:
+        """An injected fault's answer (by default 503, Retry-After and the servlet's body)."""
         status = fault.status or 503
         headers: dict[str, str] = {}
         retry_after = fault.retry_after
@@ -195,6 +199,7 @@ class PlatformApp:
         return response
 
     def challenges(self, request: web.Request) -> list[str]:
+        """The WWW-Authenticate challenges of a 401, naming an invalid token when one was sent."""
         token = bearer_token(request.headers.get("Authorization"))
         bearer = "Bearer"
         if token is not None:
@@ -227,6 +232,7 @@ class PlatformApp:
     async def action(
         self, request: web.Request, route: Route, params: Params, user: str
     ) -> web.StreamResponse:
+        """Dispatch an authenticated request to the servlet and method it addresses."""
         method = request.method
         if route.servlet == "session":
             if route.sub is not None:
@@ -255,6 +261,7 @@ class PlatformApp:
     async def get_session(
         self, request: web.Request, route: Route, params: Params, user: str
     ) -> web.StreamResponse:
+        """GET /session[/{id}]: listings, views, one session, its logs or its events."""
         view = params.get("view")
         manager = self.manager
         if route.session_id is None:
@@ -351,6 +358,7 @@ class PlatformApp:
     async def post_session(
         self, request: web.Request, route: Route, params: Params, user: str
     ) -> web.StreamResponse:
+        """POST /session[/{id}]: create a session, or renew one (the only action)."""
         if route.session_id is None:
             create = validate_create(
                 params,
@@ -372,6 +380,7 @@ class PlatformApp:
         raise BadRequest("Cannot modify an existing session")
 
     async def delete_session(self, route: Route, user: str) -> web.StreamResponse:
+        """DELETE /session/{id}: always 200, as DeleteAction swallows every failure."""
         if route.session_id is None:
             raise BadRequest("Cannot kill all sessions.")
         # DeleteAction catches and logs everything: the answer is 200 whatever happens.
@@ -398,6 +407,7 @@ class PlatformApp:
         return plain("method not supported\n", 405)
 
     def capabilities(self, request: web.Request) -> web.Response:
+        """The VOSI capabilities document, with access URLs for the host the client used."""
         base = f"{request.scheme}://{request.host}{self.prefix}"
         return web.Response(
             body=render.capabilities_xml(base).encode(), headers={"Content-Type": "text/xml"}

@@ -20,6 +20,7 @@ from .errors import PlatformError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `canfar-local` argument parser."""
     parser = argparse.ArgumentParser(
         prog="canfar-local", description="The embedded CANFAR (Skaha v1) platform."
     )
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from(args: argparse.Namespace) -> PlatformConfig:
+    """A PlatformConfig from the command line, refusing inconsistent TLS options."""
     if args.tls_key is not None and args.tls_cert is None:
         raise PlatformError("--tls-key needs --tls-cert")
     if args.client_ca is not None and args.tls_cert is None:
@@ -95,6 +97,7 @@ def config_from(args: argparse.Namespace) -> PlatformConfig:
 
 
 def serve(args: argparse.Namespace) -> int:
+    """Run the server until SIGINT/SIGTERM, printing CANFAR_URL and CANFAR_TOKEN first."""
     from .server import LocalPlatform  # imported here so that --help stays fast
 
     platform = LocalPlatform.start(config_from(args))
@@ -117,6 +120,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point: errors become one line on stderr and exit status 2, never a traceback."""
     args = build_parser().parse_args(argv)
     try:
         if args.command == "serve":

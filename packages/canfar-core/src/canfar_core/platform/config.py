@@ -136,6 +136,7 @@ class PlatformConfig:
 
     @property
     def tls_enabled(self) -> bool:
+        """True when the server is configured for HTTPS."""
         return self.tls_cert is not None
 
     @property

@@ -17,6 +17,7 @@ class PlatformHTTPError(Exception):
         self.message = message
 
     def body(self) -> str:
+        """The text/plain body: the message and a newline, as cadc-rest writes it."""
         return self.message + "\n"
 
 
@@ -56,6 +57,7 @@ class UnexpectedError(PlatformHTTPError):
     status = 500
 
     def body(self) -> str:
+        """The 500 body, with no trailing newline (RestServlet.handleUnexpected)."""
         return "unexpected exception: " + self.message
 
 

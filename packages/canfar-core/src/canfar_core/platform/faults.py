@@ -86,10 +86,12 @@ class FaultInjector:
         return None
 
     def clear(self) -> None:
+        """Forget every armed fault."""
         with self._lock:
             self._faults.clear()
 
     def pending(self) -> list[dict[str, object]]:
+        """The armed faults, for the admin route."""
         with self._lock:
             return [asdict(f) for f in self._faults]
 
@@ -102,15 +104,18 @@ class RequestCounters:
         self._counts: dict[str, int] = {"total": 0}
 
     def hit(self, method: str, route: str) -> None:
+        """Count one request to `route` (and the total)."""
         key = f"{method.upper()} {route}"
         with self._lock:
             self._counts[key] = self._counts.get(key, 0) + 1
             self._counts["total"] += 1
 
     def snapshot(self) -> dict[str, int]:
+        """A copy of the counts."""
         with self._lock:
             return dict(self._counts)
 
     def reset(self) -> None:
+        """Start counting from zero."""
         with self._lock:
             self._counts = {"total": 0}

@@ -23,6 +23,7 @@ class RootLock:
         self._fd: int | None = None
 
     def acquire(self) -> RootLock:
+        """Take the root's lock, or fail naming the root and the pid that holds it."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -38,6 +39,7 @@ class RootLock:
         return self
 
     def release(self) -> None:
+        """Release the lock (idempotent)."""
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)

@@ -229,6 +229,7 @@ class LocalPlatform:
 
     @property
     def scheme(self) -> str:
+        """`https` when TLS is configured, else `http`."""
         return "https" if self.config.tls_enabled else "http"
 
     @property
@@ -257,6 +258,7 @@ class LocalPlatform:
         return self.counters_registry.snapshot()
 
     def reset_counters(self) -> None:
+        """Start the request counters from zero."""
         self.counters_registry.reset()
 
     def inject_fault(
@@ -281,6 +283,7 @@ class LocalPlatform:
         )
 
     def clear_faults(self) -> None:
+        """Forget every injected fault."""
         self.faults.clear()
 
     def session_state(self, session_id: str) -> dict[str, Any] | None:

@@ -67,9 +67,11 @@ class SessionManager:
         return self.root / self.config.top_level_directory / self.config.home_directory / user
 
     def session_dir(self, session_id: str) -> Path:
+        """The directory that holds a session's spec, status and log."""
         return self.sessions_dir / session_id
 
     def log_path(self, session_id: str) -> Path:
+        """The session's captured stdout and stderr."""
         return self.session_dir(session_id) / "log"
 
     # -- queries -----------------------------------------------------------------------
@@ -94,6 +96,7 @@ class SessionManager:
         )
 
     def allocation(self) -> tuple[float, float]:
+        """Cores and GiB held by admitted sessions (what the scheduler compares to capacity)."""
         usage = usage_of(self.store)
         return usage.cores, usage.ram_gib
 

@@ -67,6 +67,7 @@ class SessionRecord:
 
     @property
     def headless(self) -> bool:
+        """True for headless sessions (the ones that run cmd/args/env)."""
         return self.type == "headless"
 
 
@@ -150,6 +151,7 @@ class SessionStore:
         self.db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
 
     def get(self, session_id: str) -> SessionRecord | None:
+        """One session's record, or None."""
         return self.records.get(session_id)
 
     def __contains__(self, session_id: object) -> bool:
@@ -159,4 +161,5 @@ class SessionStore:
         return iter(list(self.records.values()))
 
     def close(self) -> None:
+        """Close the database."""
         self.db.close()

@@ -140,9 +140,11 @@ class Supervisor:
         self.stop_requested = True
 
     def path(self, name: str) -> str:
+        """A file in the session directory."""
         return os.path.join(self.dir, name)
 
     def finish(self, exit_code: int, reason: str, message: str = "") -> int:
+        """Record the exit status atomically (the server reads it, even after a restart)."""
         write_json_atomic(
             self.path("status.json"),
             {"exit_code": exit_code, "reason": reason, "end_time": time.time(), "message": message},
@@ -150,6 +152,7 @@ class Supervisor:
         return 0
 
     def refresh_deadline(self) -> None:
+        """Pick up a deadline extended by a renew."""
         try:
             mtime = os.stat(self.path("deadline")).st_mtime
         except OSError:
@@ -163,10 +166,12 @@ class Supervisor:
                 pass
 
     def kill_group(self, pgid: int, sig: int) -> None:
+        """Signal a process group, ignoring one that is already gone."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
 
     def wait_child(self, timeout: float) -> int | None:
+        """Wait up to `timeout` seconds for the command; its exit status or None."""
         assert self.child is not None
         end = time.monotonic() + timeout
         while True:
@@ -201,6 +206,7 @@ class Supervisor:
         self.child.wait()
 
     def run(self) -> int:
+        """Start the command in its own process group and supervise it to the end."""
         spec = self.spec
         argv = [str(a) for a in spec["argv"]]  # type: ignore[union-attr]
         env = {str(k): str(v) for k, v in spec["env"].items()}  # type: ignore[union-attr]
@@ -235,6 +241,7 @@ class Supervisor:
         return self.watch(child, pgid)
 
     def watch(self, child: subprocess.Popen[bytes], pgid: int) -> int:
+        """Poll memory and the deadline until the command exits; kill it when over either."""
         limit = int(self.spec["memory_limit_bytes"])  # type: ignore[arg-type]
         base = float(self.spec.get("poll", 0.2))  # type: ignore[arg-type]
         ceiling = float(self.spec.get("poll_max", 1.0))  # type: ignore[arg-type]
@@ -296,6 +303,7 @@ class Supervisor:
 
 
 def main(argv: list[str]) -> int:
+    """Entry point: `supervisor.py SESSION_DIR`."""
     if len(argv) != 2:
         print("usage: supervisor.py SESSION_DIR", file=sys.stderr)
         return 2
