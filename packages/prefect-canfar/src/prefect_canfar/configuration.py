@@ -1,0 +1,160 @@
+"""The job configuration a `canfar` worker receives for one flow run, and its session.
+
+`CanfarWorkerJobConfiguration` is what Prefect builds from the pool's template and the
+deployment's and flow run's job variables. `session_request()` turns it into what the
+Skaha API is sent: every value that the API would mangle (the command, environment
+values with `=` or quotes, the Prefect API key) travels inside canfar-core's launch
+envelope, never as a plain `env` entry, and never in the session name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from canfar_core.context import Context
+from canfar_core.launch import KILL_GRACE_SECONDS, Envelope, envelope
+from canfar_core.models import SessionSpec
+from canfar_core.names import unique_name
+from prefect.workers.base import BaseJobConfiguration
+from pydantic import Field
+
+from prefect_canfar.credentials import CanfarCredentials, CanfarRegistryCredentials
+from prefect_canfar.variables import DEFAULT_PENDING_TIMEOUT_SECONDS, check_variable_names
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import PrefectClient
+    from prefect.client.schemas.objects import Flow, FlowRun, WorkPool
+    from prefect.client.schemas.responses import DeploymentResponse
+
+DEFAULT_NAME_PREFIX = "prefect"
+# The tracker's own runtime limit is a backstop behind the envelope's, which stops the
+# command itself (exit 124) and so keeps its output; give the envelope time to do so.
+TRACKER_RUNTIME_MARGIN_SECONDS = KILL_GRACE_SECONDS + 20
+
+
+@dataclass(frozen=True)
+class SessionRequest:
+    """Everything needed to create and watch one session."""
+
+    spec: SessionSpec
+    envelope: Envelope
+    pending_timeout: float | None
+    runtime_limit: float | None
+    adjustments: tuple[str, ...] = ()
+
+
+class CanfarWorkerJobConfiguration(BaseJobConfiguration):
+    """The resolved configuration of one flow run's CANFAR session.
+
+    Field descriptions live on `CanfarWorkerVariables`, the schema users see.
+    """
+
+    image: str | None = Field(default=None)
+    cores: int = Field(default=1, ge=1)
+    ram: int = Field(default=4, ge=1)
+    gpus: int | None = Field(default=None, ge=0)
+    url: str | None = Field(default=None)
+    credentials: CanfarCredentials | None = Field(default=None)
+    registry_credentials: CanfarRegistryCredentials | None = Field(default=None)
+    pending_timeout_seconds: int | None = Field(default=DEFAULT_PENDING_TIMEOUT_SECONDS, gt=0)
+    job_timeout_seconds: int | None = Field(default=None, gt=0)
+    stream_output: bool = Field(default=False)
+    delete_session_on_completion: bool = Field(default=False)
+    state_dir: str | None = Field(default=None)
+
+    @classmethod
+    async def from_template_and_values(
+        cls,
+        base_job_template: dict[str, Any],
+        values: dict[str, Any],
+        client: PrefectClient | None = None,
+    ) -> CanfarWorkerJobConfiguration:
+        """Build the configuration, first refusing job variables the pool does not know.
+
+        Prefect itself ignores unknown names, so `memory=8` would quietly run with the
+        default RAM; here it fails the submission with the list of known names.
+        """
+        known = (base_job_template.get("variables") or {}).get("properties") or {}
+        check_variable_names(values, known)
+        return await super().from_template_and_values(base_job_template, values, client=client)
+
+    def prepare_for_flow_run(
+        self,
+        flow_run: FlowRun,
+        deployment: DeploymentResponse | None = None,
+        flow: Flow | None = None,
+        work_pool: WorkPool | None = None,
+        worker_name: str | None = None,
+        worker_id: Any = None,
+    ) -> None:
+        """Prefect's preparation (environment, labels, name template, command).
+
+        The default name is `prefect-<flow run name>` so that sessions started by
+        Prefect are recognisable in `canfar ps`.
+        """
+        if not self.name:
+            self.name = f"{DEFAULT_NAME_PREFIX}-{flow_run.name}"
+        super().prepare_for_flow_run(
+            flow_run,
+            deployment=deployment,
+            flow=flow,
+            work_pool=work_pool,
+            worker_name=worker_name,
+            worker_id=worker_id,
+        )
+
+    def session_request(self, context: Context | None = None) -> SessionRequest:
+        """The session to create: name, image, resources and the launch envelope.
+
+        With the server's `context`, each resource is raised to the smallest value the
+        server allows at or above the request (servers with fixed options offer, say,
+        1, 2, 4, 8 cores), and each change is noted in `adjustments` for the run's log.
+        Raises SpecError or ValueError (one sentence naming the field) for bad values.
+        """
+        if not self.image or not self.image.strip():
+            raise ValueError(
+                "The job variable 'image' is not set: set it on the work pool, the "
+                "deployment (flow.deploy(image=...)) or the flow run, to a CANFAR image "
+                "with Python and prefect installed, e.g. "
+                "images.canfar.net/<project>/<name>:<tag>."
+            )
+        env = {key: value for key, value in self.env.items() if value is not None}
+        job = envelope(
+            self.command or self._base_flow_run_command(),
+            env=env,
+            state_dir=self.state_dir,
+            timeout=self.job_timeout_seconds,
+        )
+        sizes: dict[str, int | None] = {
+            "cores": self.cores,
+            "ram": self.ram,
+            "gpus": self.gpus or None,
+        }
+        adjustments = []
+        if context is not None:
+            for resource, wanted in sizes.items():
+                if wanted is None:
+                    continue
+                allowed = context.smallest_allowed(resource, wanted)
+                if allowed != wanted:
+                    adjustments.append(
+                        f"{resource} {wanted} raised to {allowed}, the smallest value the "
+                        "server allows"
+                    )
+                sizes[resource] = allowed
+        spec = job.spec(
+            name=unique_name(self.name or DEFAULT_NAME_PREFIX),
+            image=self.image.strip(),
+            cores=sizes["cores"],
+            ram=sizes["ram"],
+            gpus=sizes["gpus"],
+        )
+        runtime_limit = (
+            self.job_timeout_seconds + TRACKER_RUNTIME_MARGIN_SECONDS
+            if self.job_timeout_seconds is not None
+            else None
+        )
+        return SessionRequest(
+            spec, job, self.pending_timeout_seconds, runtime_limit, tuple(adjustments)
+        )

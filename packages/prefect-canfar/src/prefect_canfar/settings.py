@@ -1,0 +1,47 @@
+"""Worker-wide knobs, read from `PREFECT_INTEGRATIONS_CANFAR_*` environment variables.
+
+These are properties of the worker process, not of one flow run: every run of a worker
+shares one session tracker, so its polling interval cannot be a job variable. They are
+Prefect settings so that `prefect.toml` and `.env` files work as for Prefect's own.
+"""
+
+from __future__ import annotations
+
+from prefect.settings.base import PrefectBaseSettings, build_settings_config
+from pydantic import Field
+
+
+class CanfarWorkerSettings(PrefectBaseSettings):
+    """Settings of the CANFAR worker (env prefix `PREFECT_INTEGRATIONS_CANFAR_`)."""
+
+    model_config = build_settings_config(("integrations", "canfar"))
+
+    poll_min_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="Shortest interval between two session-list requests, used while "
+        "sessions change phase.",
+    )
+    poll_max_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="Longest interval between two session-list requests, reached while "
+        "nothing changes.",
+    )
+    outage_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="How long the CANFAR session list may stay unreadable before the "
+        "worker gives up on the runs it watches (they are then reported with status -1).",
+    )
+    log_tail_lines: int = Field(
+        default=200,
+        ge=0,
+        description="Lines of a crashed session's output copied into the flow run's logs.",
+    )
+    stream_interval_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often `stream_output` reads new session output.",
+    )

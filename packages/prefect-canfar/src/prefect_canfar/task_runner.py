@@ -1,0 +1,437 @@
+"""`CanfarTaskRunner`: each submitted task runs in its own CANFAR headless session.
+
+Modelled on Prefect's `ProcessPoolTaskRunner` (and `prefect-submitit` for batch
+systems): a background thread waits for upstream futures, resolves the parameters,
+pickles the call with the serialized Prefect context into a directory both sides can
+read (0600 files, removed after use), creates a session that runs Prefect's task
+engine there (`python -m prefect_canfar.remote`), and returns the State the session
+writes back. A session that dies without writing one (killed, out of memory, vanished)
+becomes `Crashed` with the reason and the session's log tail.
+
+The runner holds only configuration in its attributes, so it pickles and is cheap to
+enter on the remote side (`hydrated_context` duplicates and enters it there); the
+client, the tracker (one per runner: one list request per tick for all its tasks) and
+the session slots are created on the first submit.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import shutil
+import sys
+import threading
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from canfar_core.config import CanfarConfig, resolve_config
+from canfar_core.context import Context
+from canfar_core.errors import SpecError
+from canfar_core.launch import envelope
+from canfar_core.names import unique_name
+from canfar_core.outcome import Outcome
+from canfar_core.sync import CanfarClient
+from canfar_core.tracker import SessionTracker
+from prefect.futures import PrefectConcurrentFuture, PrefectFuture, wait
+from prefect.task_runners import TaskRunner
+
+from prefect_canfar.credentials import CanfarCredentials
+from prefect_canfar.handoff import CALL_FILE, STATE_FILE
+from prefect_canfar.local_modules import pickled_by_value
+from prefect_canfar.options import SessionOptions, current_options, options_from_tags
+
+log = logging.getLogger(__name__)
+
+LOCAL_IMAGE = "images.canfar.net/skaha/astroml:latest"
+LOG_TAIL_LINES = 40
+
+
+class CanfarTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
+    """Run each submitted task as a CANFAR headless session.
+
+    Args:
+        image: default session image (needs the same Python minor version, `prefect` and
+            `prefect-canfar` as the flow). Optional in local mode.
+        cores, ram, gpus: default session resources (RAM in GiB); per task through
+            `canfar_options(...)` or `canfar:cores=8`-style tags.
+        shared_dir: a directory both the flow and the sessions can read (on CANFAR, under
+            `/arc`); defaults to `~/.cache/prefect-canfar/tasks`, which is on `/arc` when
+            the flow itself runs in a CANFAR session.
+        url, credentials: the server (`local` for the embedded platform); by default the
+            usual resolution (CANFAR_URL, ~/.canfar/config.yaml, ~/.ssl/cadcproxy.pem).
+        max_sessions: how many task sessions may exist at once; the rest wait, unpolled.
+        python: the interpreter inside the session (default `python`; in local mode the
+            current interpreter).
+        workdir: the sessions' working directory (default: the flow's current directory).
+        pending_timeout: seconds a session may stay Pending before it is deleted and the
+            task crashes; task_timeout: seconds a task session may run.
+    """
+
+    def __init__(
+        self,
+        *,
+        image: str | None = None,
+        cores: float | None = None,
+        ram: float | None = None,
+        gpus: int | None = None,
+        shared_dir: str | Path | None = None,
+        url: str | None = None,
+        credentials: CanfarCredentials | None = None,
+        max_sessions: int = 8,
+        python: str | None = None,
+        workdir: str | Path | None = None,
+        pending_timeout: float | None = None,
+        task_timeout: float | None = None,
+    ) -> None:
+        super().__init__()
+        if max_sessions < 1:
+            raise SpecError("max_sessions", max_sessions, "at least 1")
+        self.image = image
+        self.defaults = SessionOptions(cores=cores, ram=ram, gpus=gpus, image=image)
+        self.shared_dir = str(shared_dir) if shared_dir is not None else None
+        self.url = url
+        self.credentials = credentials
+        self.max_sessions = max_sessions
+        self.python = python
+        self.workdir = str(workdir) if workdir is not None else None
+        self.pending_timeout = pending_timeout
+        self.task_timeout = task_timeout
+        self._service: _SessionService | None = None
+        self._service_lock = threading.Lock()
+        self._cached_context: dict[str, Any] | None = None
+        self._cached_env: dict[str, str] | None = None
+
+    # -- Prefect's TaskRunner contract ------------------------------------------------
+
+    def duplicate(self) -> CanfarTaskRunner:
+        """A new runner with the same configuration (Prefect calls this remotely too)."""
+        return type(self)(**self._arguments())
+
+    def _arguments(self) -> dict[str, Any]:
+        return {
+            "image": self.image,
+            "cores": self.defaults.cores,
+            "ram": self.defaults.ram,
+            "gpus": self.defaults.gpus,
+            "shared_dir": self.shared_dir,
+            "url": self.url,
+            "credentials": self.credentials,
+            "max_sessions": self.max_sessions,
+            "python": self.python,
+            "workdir": self.workdir,
+            "pending_timeout": self.pending_timeout,
+            "task_timeout": self.task_timeout,
+        }
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"arguments": self._arguments()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state["arguments"])  # type: ignore[misc]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CanfarTaskRunner) and self._arguments() == other._arguments()
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.url, self.image, self.max_sessions))
+
+    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        service, self._service = self._service, None
+        if service is not None:
+            service.close()
+        self._cached_context = self._cached_env = None
+        super().__exit__(exc_type, exc_value, traceback)
+
+    def submit(
+        self,
+        task: Any,
+        parameters: dict[str, Any],
+        wait_for: Iterable[PrefectFuture[Any]] | None = None,
+        dependencies: dict[str, Any] | None = None,
+    ) -> PrefectConcurrentFuture[Any]:
+        """Run `task` in its own session; returns at once with a future of its State."""
+        if not self._started:
+            raise RuntimeError("The task runner must be started (use it as a context manager).")
+        from prefect._internal.uuid7 import uuid7
+        from prefect.context import FlowRunContext, serialize_context
+        from prefect.logging import get_run_logger
+        from prefect.settings import get_current_settings
+
+        service = self._ensure_service()
+        options = current_options().over(options_from_tags(task.tags or ())).over(self.defaults)
+        options = self._validated(service, options)
+        if self._cached_context is None:
+            self._cached_context = serialize_context()
+            self._cached_env = get_current_settings().to_environment_variables(exclude_unset=True)
+        flow_ctx = FlowRunContext.get()
+        run_logger = get_run_logger(flow_ctx) if flow_ctx else log
+        task_run_id = uuid7()
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        job = _TaskJob(
+            runner=self,
+            service=service,
+            task=task,
+            task_run_id=task_run_id,
+            parameters=parameters,
+            wait_for=list(wait_for or []),
+            dependencies=dependencies,
+            context=self._cached_context,
+            env=dict(self._cached_env or {}),
+            options=options,
+            logger=run_logger,
+        )
+        threading.Thread(
+            target=job.run, args=(future,), name=f"canfar-task-{task.name}", daemon=True
+        ).start()
+        return PrefectConcurrentFuture(task_run_id=task_run_id, wrapped_future=future)
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _config(self) -> CanfarConfig:
+        if self.credentials is not None:
+            return self.credentials.resolve(self.url)
+        return resolve_config(self.url)
+
+    def _ensure_service(self) -> _SessionService:
+        with self._service_lock:
+            if self._service is None:
+                self._service = _SessionService(self._config(), self.max_sessions)
+            return self._service
+
+    def _validated(self, service: _SessionService, options: SessionOptions) -> SessionOptions:
+        """Check resources against the server's /context before anything is submitted."""
+        if options.image is None:
+            if not service.local:
+                raise SpecError(
+                    "image", None, "CanfarTaskRunner needs an image (e.g. images.canfar.net/...)"
+                )
+            options = SessionOptions(image=LOCAL_IMAGE).over(options)
+        context = service.context()
+        for resource in ("cores", "ram", "gpus"):
+            value = getattr(options, resource)
+            if value is not None:
+                context.check(resource, value)
+        return options
+
+    def python_executable(self, local: bool) -> str:
+        """The interpreter the session runs the task engine with."""
+        return self.python or (sys.executable if local else "python")
+
+    def task_root(self) -> Path:
+        """Where pickled calls and States are exchanged."""
+        root = Path(self.shared_dir or Path.home() / ".cache" / "prefect-canfar" / "tasks")
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return root
+
+
+class _SessionService:
+    """The client, the tracker and the session slots of one runner."""
+
+    def __init__(self, config: CanfarConfig, max_sessions: int) -> None:
+        self.local = config.is_local
+        self.client = CanfarClient(config)
+        self.tracker: SessionTracker = self.client.run(self._new_tracker())
+        self.slots = threading.BoundedSemaphore(max_sessions)
+        self._live: set[str] = set()
+        self._lock = threading.Lock()
+        self._context: Context | None = None
+
+    async def _new_tracker(self) -> SessionTracker:
+        return SessionTracker(self.client.aio, min_interval=0.3, max_interval=10.0)
+
+    def context(self) -> Context:
+        """The server's resource options (fetched once)."""
+        if self._context is None:
+            self._context = self.client.context()
+        return self._context
+
+    def run(
+        self,
+        spec: Any,
+        state_dir: str,
+        *,
+        pending_timeout: float | None,
+        runtime_limit: float | None,
+    ) -> tuple[str, Outcome]:
+        """Create a session when a slot is free, wait for its outcome, delete it."""
+        with self.slots:
+            session_id = self.client.create(spec)
+            with self._lock:
+                self._live.add(session_id)
+            try:
+                outcome = self.client.run(
+                    self._watch(session_id, state_dir, pending_timeout, runtime_limit)
+                )
+            finally:
+                with self._lock:
+                    self._live.discard(session_id)
+                try:
+                    self.client.delete(session_id)
+                except Exception as exc:  # the outcome matters more than the cleanup
+                    log.warning("Could not delete session %s: %s", session_id, exc)
+        return session_id, outcome
+
+    async def _watch(
+        self,
+        session_id: str,
+        state_dir: str,
+        pending_timeout: float | None,
+        runtime_limit: float | None,
+    ) -> Outcome:
+        return await self.tracker.watch(
+            session_id,
+            state_dir=state_dir,
+            pending_timeout=pending_timeout,
+            runtime_limit=runtime_limit,
+        )
+
+    def close(self) -> None:
+        """Delete sessions still alive (nothing is left running unwatched), stop."""
+        with self._lock:
+            leftover = list(self._live)
+        for session_id in leftover:
+            try:
+                self.client.delete(session_id)
+            except Exception as exc:
+                log.warning("Could not delete session %s: %s", session_id, exc)
+        self.client.run(self.tracker.aclose())
+        self.client.close()
+
+
+class _TaskJob:
+    """One submitted task: resolve, pickle, run in a session, read back the State."""
+
+    def __init__(
+        self,
+        *,
+        runner: CanfarTaskRunner,
+        service: _SessionService,
+        task: Any,
+        task_run_id: uuid.UUID,
+        parameters: dict[str, Any],
+        wait_for: list[PrefectFuture[Any]],
+        dependencies: dict[str, Any] | None,
+        context: dict[str, Any],
+        env: dict[str, str],
+        options: SessionOptions,
+        logger: Any,
+    ) -> None:
+        self.runner = runner
+        self.service = service
+        self.task = task
+        self.task_run_id = task_run_id
+        self.parameters = parameters
+        self.wait_for = wait_for
+        self.dependencies = dependencies
+        self.context = context
+        self.env = env
+        self.options = options
+        self.logger = logger
+
+    def run(self, future: concurrent.futures.Future[Any]) -> None:
+        """Thread body: never raises; the future gets a State or the exception."""
+        try:
+            future.set_result(self._run())
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    def _run(self) -> Any:
+        from prefect.utilities.engine import resolve_inputs_sync
+
+        wait_for_states = None
+        if self.wait_for:
+            wait(self.wait_for)
+            wait_for_states = [f.state for f in self.wait_for]
+        parameters = resolve_inputs_sync(self.parameters, return_data=True, max_depth=-1)
+        task_dir = self.runner.task_root() / str(self.task_run_id)
+        task_dir.mkdir(mode=0o700)
+        try:
+            self._write_call(task_dir, parameters, wait_for_states)
+            return self._run_session(task_dir)
+        finally:
+            shutil.rmtree(task_dir, ignore_errors=True)
+
+    def _write_call(self, task_dir: Path, parameters: dict[str, Any], wait_for: Any) -> None:
+        import cloudpickle
+        from prefect.utilities.callables import cloudpickle_wrapped_call
+
+        from prefect_canfar.remote import run_task_in_session
+
+        with pickled_by_value(self.task.fn):
+            call = cloudpickle_wrapped_call(
+                run_task_in_session,
+                env=self.env,
+                task=self.task,
+                task_run_id=self.task_run_id,
+                parameters=parameters,
+                wait_for=wait_for,
+                return_type="state",
+                dependencies=self.dependencies,
+                context=self.context,
+            )
+            payload = cloudpickle.dumps(call)
+        fd = os.open(task_dir / CALL_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+
+    def _run_session(self, task_dir: Path) -> Any:
+        import cloudpickle
+
+        local = self.service.local
+        command = [
+            self.runner.python_executable(local),
+            "-m",
+            "prefect_canfar.remote",
+            str(task_dir),
+        ]
+        wrapped = envelope(
+            command,
+            workdir=self.runner.workdir or os.getcwd(),
+            state_dir=task_dir,
+            timeout=self.runner.task_timeout,
+        )
+        spec = wrapped.spec(
+            name=unique_name("task", self.task.name),
+            image=self.options.image or LOCAL_IMAGE,
+            cores=self.options.cores,
+            ram=self.options.ram,
+            gpus=self.options.gpus,
+        )
+        session_id, outcome = self.service.run(
+            spec,
+            str(task_dir),
+            pending_timeout=self.runner.pending_timeout,
+            runtime_limit=None,
+        )
+        state_path = task_dir / STATE_FILE
+        if state_path.exists():
+            return cloudpickle.loads(state_path.read_bytes())
+        return self._crashed(session_id, outcome)
+
+    def _crashed(self, session_id: str, outcome: Outcome) -> Any:
+        from prefect.states import Crashed
+
+        tail = outcome.log_tail(LOG_TAIL_LINES)
+        message = (
+            f"Task {self.task.name!r} crashed: CANFAR session {session_id} "
+            f"{outcome.reason or 'ended without writing a state'}"
+            f" (exit code {outcome.exit_code if outcome.exit_code is not None else 'unknown'})."
+        )
+        self.logger.error("%s\nSession log tail:\n%s", message, tail or "(empty)")
+        state = Crashed(message=f"{message}\nSession log tail:\n{tail}" if tail else message)
+        _record_state(self.task_run_id, state)
+        return state
+
+
+def _record_state(task_run_id: uuid.UUID, state: Any) -> None:
+    """Tell the API the task run crashed, when the session got as far as creating it."""
+    try:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            client.set_task_run_state(task_run_id, state, force=True)
+    except Exception:  # the run may not exist: the session died before the engine started
+        log.debug("Task run %s not updated in the API.", task_run_id, exc_info=True)

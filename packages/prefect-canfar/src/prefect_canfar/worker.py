@@ -1,0 +1,295 @@
+"""The `canfar` worker: each flow run becomes one CANFAR headless session.
+
+`run()` follows the Cloud Run v2 worker's shape (create, report started, wait, return
+the exit code) because Skaha is a REST API with nothing to subscribe to. Three rules
+shape it:
+
+- errors before `task_status.started()` raise, with the server's own sentence, so
+  Prefect marks the run Crashed with "Failed to submit flow run to infrastructure";
+- nothing raises after `started()`: Prefect would only log "lost connection" and leave
+  the run Pending forever (prefect#22727), so every late failure becomes a non-zero
+  status code with a log line saying why;
+- waiting costs the CANFAR API nothing per run: all runs of the worker are watched by
+  one tracker per server and identity, one session-list request per tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+import anyio.abc
+from canfar_core.client import AsyncCanfarClient
+from canfar_core.errors import (
+    AuthenticationError,
+    CanfarError,
+    PermissionDeniedError,
+    SessionNotFoundError,
+    TrackerOutageError,
+)
+from canfar_core.outcome import TIMEOUT_EXIT_CODE, Outcome
+from canfar_core.tracker import SessionTracker
+from prefect.exceptions import InfrastructureNotAvailable, InfrastructureNotFound
+from prefect.settings import PREFECT_API_URL
+from prefect.workers.base import BaseWorker, BaseWorkerResult
+
+from prefect_canfar.configuration import CanfarWorkerJobConfiguration, SessionRequest
+from prefect_canfar.connections import Backend, Backends, resolve_connection
+from prefect_canfar.credentials import DOCS_URL
+from prefect_canfar.exit_codes import VANISHED, report
+from prefect_canfar.reachability import unreachable_api_warning
+from prefect_canfar.settings import CanfarWorkerSettings
+from prefect_canfar.streaming import OutputStreamer
+from prefect_canfar.variables import CanfarWorkerVariables
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.logging.loggers import PrefectLogAdapter
+
+
+class CanfarWorkerResult(BaseWorkerResult):
+    """The session id and the status code its run ended with."""
+
+
+class CanfarWorker(
+    BaseWorker[CanfarWorkerJobConfiguration, CanfarWorkerVariables, CanfarWorkerResult]
+):
+    """Runs each flow run as a CANFAR (Skaha) headless session."""
+
+    type = "canfar"
+    job_configuration = CanfarWorkerJobConfiguration
+    job_configuration_variables = CanfarWorkerVariables
+    _display_name = "CANFAR"
+    _description = (
+        "Run each flow run as a headless session on the CANFAR Science Platform "
+        "(a container image and command launched through the Skaha API)."
+    )
+    _documentation_url = DOCS_URL
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.settings = CanfarWorkerSettings()
+        self._backends = Backends(self.settings)
+        # Sessions this worker deleted on request: their end is a cancellation.
+        self._killed: set[str] = set()
+        # Flow runs whose session this worker is still watching.
+        self._watched_runs: set[UUID] = set()
+
+    async def teardown(self, *exc_info: Any) -> None:
+        """Prefect's teardown (which waits for runs), then close trackers and clients."""
+        try:
+            await super().teardown(*exc_info)
+        finally:
+            await self._backends.aclose()
+
+    # -- run -----------------------------------------------------------------------------
+
+    async def _submit_run(self, flow_run: FlowRun) -> None:
+        """Prefect's submission, then keep a run that is still going under observation.
+
+        Prefect stops watching a run for cancellation once `run()` reports it started,
+        expecting the engine inside the infrastructure to take over. A CANFAR session
+        may stay Pending (queued) for a long time with no engine in it, so the run is
+        handed back to the cancellation observer until its session ends; Prefect's
+        `_cancel_run` still only acts on runs whose engine has not started.
+        """
+        await super()._submit_run(flow_run)
+        observer = getattr(self, "_cancelling_observer", None)
+        if observer is not None and flow_run.id in self._watched_runs:
+            observer.add_in_flight_flow_run_id(flow_run.id)
+
+    async def run(
+        self,
+        flow_run: FlowRun,
+        configuration: CanfarWorkerJobConfiguration,
+        task_status: anyio.abc.TaskStatus[str] | None = None,
+    ) -> CanfarWorkerResult:
+        """Create the session, report its id as started, wait, return its status code."""
+        logger = self.get_flow_run_logger(flow_run)
+        config = resolve_connection(configuration)
+        registry = (
+            configuration.registry_credentials.as_tuple()
+            if configuration.registry_credentials is not None
+            else None
+        )
+        backend = await self._backends.backend(config)
+        creator = await self._backends.creator(config, registry)
+        api_url = configuration.env.get("PREFECT_API_URL") or PREFECT_API_URL.value()
+        warning = unreachable_api_warning(api_url, config.url)
+        if warning:
+            logger.warning(warning)
+        request = configuration.session_request(await creator.context())
+        for adjustment in request.adjustments:
+            logger.info("Job variable %s.", adjustment)
+        session_id = await creator.create(request.spec)
+        try:
+            backend.tracker.watch(
+                session_id,
+                name=request.spec.name,
+                state_dir=request.envelope.state_dir,
+                pending_timeout=request.pending_timeout,
+                runtime_limit=request.runtime_limit,
+            )
+            logger.info(
+                "Created CANFAR session %s (%s): image %s, %g core(s), %g GiB RAM%s.",
+                session_id,
+                request.spec.name,
+                request.spec.image,
+                request.spec.cores,
+                request.spec.ram,
+                f", {request.spec.gpus} GPU(s)" if request.spec.gpus else "",
+            )
+            self._watched_runs.add(flow_run.id)
+            if task_status is not None:
+                task_status.started(session_id)
+        except BaseException:
+            self._watched_runs.discard(flow_run.id)
+            # Never leave a session that nobody watches.
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await backend.client.delete(session_id)
+            raise
+        try:
+            status = await self._follow(logger, configuration, backend, request, session_id)
+        finally:
+            self._watched_runs.discard(flow_run.id)
+            observer = getattr(self, "_cancelling_observer", None)
+            if observer is not None:
+                observer.remove_in_flight_flow_run_id(flow_run.id)
+        return CanfarWorkerResult(identifier=session_id, status_code=status)
+
+    async def _follow(
+        self,
+        logger: PrefectLogAdapter,
+        configuration: CanfarWorkerJobConfiguration,
+        backend: Backend,
+        request: SessionRequest,
+        session_id: str,
+    ) -> int:
+        """Wait for the session's outcome and turn it into a status code; never raises."""
+        streamer: OutputStreamer | None = None
+        if configuration.stream_output:
+            streamer = OutputStreamer(
+                backend.client,
+                session_id,
+                state_dir=configuration.state_dir,
+                interval=self.settings.stream_interval_seconds,
+            )
+            streamer.start()
+        outcome: Outcome | None = None
+        try:
+            outcome = await backend.tracker.wait(session_id)
+            return await self._conclude(logger, configuration, backend, outcome)
+        except TrackerOutageError as exc:
+            logger.error(
+                "Lost track of CANFAR session %s: %s. Its flow run's final state is whatever "
+                "the engine in the session reported.",
+                session_id,
+                exc,
+            )
+            return VANISHED
+        except Exception as exc:
+            logger.error(
+                "Could not follow CANFAR session %s (%s: %s); reporting status %s.",
+                session_id,
+                exc.__class__.__name__,
+                exc,
+                VANISHED,
+                exc_info=True,
+            )
+            return VANISHED
+        finally:
+            if streamer is not None:
+                with contextlib.suppress(Exception):
+                    await streamer.stop(outcome.logs if outcome is not None else None)
+            backend.tracker.forget(session_id)
+            self._killed.discard(session_id)
+
+    async def _conclude(
+        self,
+        logger: PrefectLogAdapter,
+        configuration: CanfarWorkerJobConfiguration,
+        backend: Backend,
+        outcome: Outcome,
+    ) -> int:
+        """Log what happened, forward the output of a crash, clean up; the status code."""
+        result = report(
+            outcome,
+            cancelled=outcome.session_id in self._killed,
+            pending_timeout=configuration.pending_timeout_seconds,
+            job_timeout=configuration.job_timeout_seconds,
+        )
+        for line in result.lines:
+            logger.log(result.level, line)
+        tail_lines = self.settings.log_tail_lines
+        if result.forward_output and tail_lines > 0:
+            tail = outcome.log_tail(tail_lines)
+            if tail.strip():
+                logger.error(
+                    "Last %s lines of the output of CANFAR session %s:\n%s",
+                    len(tail.splitlines()),
+                    outcome.session_id,
+                    tail,
+                )
+            else:
+                logger.error("CANFAR session %s printed no output.", outcome.session_id)
+        if result.status_code == TIMEOUT_EXIT_CODE or configuration.delete_session_on_completion:
+            await self._delete_quietly(backend.client, outcome.session_id, logger)
+        return result.status_code
+
+    async def _delete_quietly(
+        self, client: AsyncCanfarClient, session_id: str, logger: PrefectLogAdapter
+    ) -> None:
+        try:
+            await client.delete(session_id)
+        except CanfarError as exc:
+            logger.warning("Could not delete CANFAR session %s: %s", session_id, exc)
+
+    # -- cancellation --------------------------------------------------------------------
+
+    async def kill_infrastructure(
+        self,
+        infrastructure_pid: str,
+        configuration: CanfarWorkerJobConfiguration,
+        grace_seconds: int = 30,
+    ) -> None:
+        """Delete the flow run's session.
+
+        DELETE answers 200 even for sessions that do not exist, so the session is looked
+        up first: a missing one raises InfrastructureNotFound, as Prefect expects.
+        `grace_seconds` is not adjustable through the API (the platform's own applies).
+        """
+        session_id = infrastructure_pid.strip()
+        config = resolve_connection(configuration)
+        backend = self._backends.find(config)
+        try:
+            running_loop = asyncio.get_running_loop()
+        except RuntimeError:  # pragma: no cover - always called from a coroutine
+            running_loop = None
+        if backend is not None and backend.loop is running_loop:
+            await self._delete_session(backend.client, backend.tracker, session_id)
+            return
+        async with AsyncCanfarClient(config) as client:
+            await self._delete_session(client, None, session_id)
+
+    async def _delete_session(
+        self, client: AsyncCanfarClient, tracker: SessionTracker | None, session_id: str
+    ) -> None:
+        try:
+            await client.get(session_id)
+        except SessionNotFoundError:
+            raise InfrastructureNotFound(
+                f"CANFAR session {session_id} does not exist (it was deleted, or it ended "
+                "more than an hour ago and CANFAR removed it)."
+            ) from None
+        except (AuthenticationError, PermissionDeniedError) as exc:
+            raise InfrastructureNotAvailable(
+                f"CANFAR refused access to session {session_id}: {exc.reason}"
+            ) from None
+        self._killed.add(session_id)
+        if tracker is not None and session_id in tracker.watching:
+            await tracker.cancel(session_id)
+        else:
+            await client.delete(session_id)
+        self._logger.info("Deleted CANFAR session %s.", session_id)

@@ -1,0 +1,135 @@
+"""Shared fixtures of the Prefect worker tests: one real Prefect server for the session.
+
+The server is `prefect server start` on SQLite and a free loopback port (about 12-25 s to
+become healthy on two cores, so it is started once). The test process talks to it
+through Prefect's settings context; subprocesses (workers, CLI calls) get
+`prefect_env()`. Sessions run on the embedded CANFAR platform, whose processes inherit
+this process's PATH: the virtualenv's `bin` is put first so that `prefect flow-run
+execute` inside a session is this environment's Prefect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from canfar_core.platform.testing import wait_for
+
+VENV_BIN = str(Path(sys.executable).parent)
+PREFECT = (sys.executable, "-m", "prefect")
+IMAGE = "images.canfar.net/skaha/astroml:latest"
+SERVER_START_SECONDS = 120
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    """This process's environment without Prefect or CANFAR settings, plus `extra`."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PREFECT_", "CANFAR_"))
+    }
+    env["PATH"] = os.pathsep.join([VENV_BIN, env.get("PATH", "")])
+    env.update(extra)
+    return env
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    """SIGTERM a process this test session started (its own group), then SIGKILL."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(5)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+class PrefectServer:
+    """A running `prefect server start` and how to reach it."""
+
+    def __init__(self, api_url: str, home: Path) -> None:
+        self.api_url = api_url
+        self.home = home
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment of a subprocess that talks to this server."""
+        return base_env(
+            PREFECT_API_URL=self.api_url,
+            PREFECT_HOME=str(self.home),
+            PREFECT_SERVER_ANALYTICS_ENABLED="false",
+            **extra,
+        )
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """A real Prefect server on SQLite, shared by every Prefect test."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    server = PrefectServer(api_url, home)
+    log_path = home / "server.log"
+    env = server.env(
+        PREFECT_UI_ENABLED="false",
+        PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        PREFECT_SERVER_LOGGING_LEVEL="WARNING",
+    )
+    del env["PREFECT_API_URL"]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for(
+            lambda: process.poll() is not None or _healthy(api_url),
+            timeout=SERVER_START_SECONDS,
+            interval=0.25,
+            what="the Prefect server to become healthy",
+        )
+        if process.poll() is not None:
+            pytest.fail(f"prefect server start exited:\n{log_path.read_text()[-3000:]}")
+        yield server
+    finally:
+        stop_process(process)
+
+
+@pytest.fixture(scope="session")
+def prefect_api(prefect_server: PrefectServer) -> Iterator[PrefectServer]:
+    """Point this process's Prefect client at the shared server."""
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    with temporary_settings(
+        updates={PREFECT_API_URL: prefect_server.api_url, PREFECT_HOME: prefect_server.home}
+    ):
+        yield prefect_server
+        APILogWorker.drain_all(timeout=5)  # send buffered logs while the server is up

@@ -1,0 +1,253 @@
+"""End to end: a real Prefect server, `prefect worker start --type canfar` in a
+subprocess, flows deployed with `flow.from_source(...).deploy(...)`, and sessions on the
+real embedded CANFAR platform running `prefect flow-run execute`.
+
+What is asserted is what a user sees: final states and their messages, the flow run's
+logs in Prefect, the session on the platform, and the worker's own output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+from canfar_core.platform import LocalPlatform, PlatformConfig
+from canfar_core.platform.testing import wait_for
+from prefect import flow, get_client
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.deployments import run_deployment
+from prefect.states import Cancelling
+from prefect_canfar import CanfarWorker
+
+from tests.prefect.conftest import IMAGE, PREFECT, PrefectServer, stop_process
+
+POOL = "canfar-e2e"
+FLOWS = Path(__file__).parent / "flows"
+API_KEY = "pnu_e2e0secret0api0key0do0not0log0me"
+CAPACITY_RAM_GIB = 64
+RUN_SECONDS = 180
+
+
+@pytest.fixture(scope="module")
+def canfar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
+    """The platform the worker uses through CANFAR_URL / CANFAR_TOKEN."""
+    platform = LocalPlatform.start(
+        PlatformConfig(root=tmp_path_factory.mktemp("canfar-e2e"), ram_gib=CAPACITY_RAM_GIB)
+    )
+    yield platform
+    platform.stop(kill_sessions=True)
+
+
+class Worker:
+    """A running `prefect worker start` and its combined output."""
+
+    def __init__(self, process: subprocess.Popen[bytes], log: Path) -> None:
+        self.process = process
+        self.log = log
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def worker(
+    prefect_api: PrefectServer, canfar: LocalPlatform, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Worker]:
+    """`prefect work-pool create --type canfar`, then `prefect worker start` on it."""
+    env = prefect_api.env(
+        PREFECT_API_KEY=API_KEY,
+        PREFECT_LOGGING_LEVEL="DEBUG",
+        PREFECT_WORKER_QUERY_SECONDS="1",
+        PREFECT_WORKER_ENABLE_CANCELLATION="true",
+        PREFECT_WORKER_CANCELLATION_POLL_SECONDS="1",
+        PREFECT_INTEGRATIONS_CANFAR_POLL_MIN_SECONDS="0.5",
+        PREFECT_INTEGRATIONS_CANFAR_POLL_MAX_SECONDS="1",
+        CANFAR_URL=canfar.url,
+        CANFAR_TOKEN=canfar.token,
+        CANFAR_LOCAL_ROOT=str(tmp_path_factory.mktemp("canfar-local")),
+    )
+    subprocess.run(
+        [*PREFECT, "work-pool", "create", POOL, "--type", "canfar", "--overwrite"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [*PREFECT, "worker", "start", "--pool", POOL, "--type", "canfar", "--name", "e2e"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    handle = Worker(process, log)
+    try:
+        wait_for(
+            lambda: process.poll() is not None or "Worker 'e2e' started!" in handle.output(),
+            timeout=120,
+            interval=0.2,
+            what="the worker to start",
+        )
+        assert process.poll() is None, handle.output()[-3000:]
+        yield handle
+    finally:
+        stop_process(process)
+
+
+def deploy(entrypoint: str, name: str, **job_variables: Any) -> UUID:
+    """Deploy a flow of `flows/` the way the README says."""
+    source: Any = flow.from_source(source=str(FLOWS), entrypoint=f"e2e_flows.py:{entrypoint}")
+    return source.deploy(
+        name=name,
+        work_pool_name=POOL,
+        image=IMAGE,
+        build=False,
+        push=False,
+        job_variables={"env": {"PREFECT_LOGGING_LEVEL": "INFO"}, **job_variables},
+        print_next_steps=False,
+    )
+
+
+def start(deployment_id: UUID) -> FlowRun:
+    return run_deployment(deployment_id, timeout=0)  # type: ignore[return-value]
+
+
+def read(flow_run_id: UUID) -> FlowRun:
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(flow_run_id)
+
+
+def final(flow_run_id: UUID) -> FlowRun:
+    def done() -> FlowRun | None:
+        run = read(flow_run_id)
+        return run if run.state is not None and run.state.is_final() else None
+
+    return wait_for(done, timeout=RUN_SECONDS, interval=0.5, what=f"flow run {flow_run_id}")
+
+
+def logs(flow_run_id: UUID, text: str) -> str:
+    """The flow run's logs in Prefect once they contain `text`."""
+
+    def find() -> str | None:
+        with get_client(sync_client=True) as client:
+            found = client.read_logs(
+                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=200
+            )
+        joined = "\n".join(entry.message for entry in found)
+        return joined if text in joined else None
+
+    return wait_for(find, timeout=30, interval=0.5, what=f"{text!r} in the flow run's logs")
+
+
+def test_pool_was_created_from_the_cli(worker: Worker) -> None:
+    with get_client(sync_client=True) as client:
+        pool = client.read_work_pool(POOL)
+    assert pool.type == "canfar"
+    assert pool.base_job_template == CanfarWorker.get_default_base_job_template()
+
+
+def test_flow_completes_and_its_logs_are_in_prefect(worker: Worker) -> None:
+    run = start(deploy("hello", "hello"))
+    done = final(run.id)
+    assert done.state is not None and done.state.type == StateType.COMPLETED, done.state
+    session_id = done.infrastructure_pid
+    assert session_id
+    fingerprint = hashlib.sha256(API_KEY.encode()).hexdigest()[:16]
+    found = logs(run.id, f"hello CANFAR from session {session_id}")
+    # The API key reached the session (inside the launch envelope) ...
+    assert f"api key sha256 {fingerprint}" in found
+    assert f"Created CANFAR session {session_id}" in found
+    assert "loopback" not in found  # the platform is this machine: no reachability warning
+
+
+def test_flow_that_raises_ends_failed(worker: Worker) -> None:
+    run = start(deploy("explode", "explode"))
+    done = final(run.id)
+    assert done.state is not None and done.state.type == StateType.FAILED, done.state
+    assert "this flow raises on purpose" in logs(run.id, "this flow raises on purpose")
+
+
+def test_killed_flow_process_ends_crashed_with_the_oom_hint(worker: Worker) -> None:
+    run = start(deploy("killed", "killed"))
+    done = final(run.id)
+    assert done.state is not None and done.state.type == StateType.CRASHED, done.state
+    message = done.state.message or ""
+    assert "non-zero status code 137" in message
+    assert "out-of-memory" in message
+    found = logs(run.id, "Increase the memory allocation")
+    assert "(exit code 137), most likely for using more memory than its `ram`" in found
+
+
+def test_flow_over_its_ram_ends_crashed_with_the_oom_hint(worker: Worker) -> None:
+    """The platform enforces `ram` as the kernel would: the flow's process is killed."""
+    run = start(deploy("hog", "hog", ram=1))
+    done = final(run.id)
+    assert done.state is not None and done.state.type == StateType.CRASHED, done.state
+    assert "exceeding memory limits" in (done.state.message or "")
+
+
+def test_run_stuck_pending_ends_crashed_with_the_events(
+    worker: Worker, canfar: LocalPlatform
+) -> None:
+    deployment = deploy("hello", "too-big", ram=CAPACITY_RAM_GIB + 1, pending_timeout_seconds=2)
+    run = start(deployment)
+    done = final(run.id)
+    assert done.state is not None and done.state.type == StateType.CRASHED, done.state
+    found = logs(run.id, "still Pending after pending_timeout_seconds (2 s)")
+    assert f"Events of CANFAR session {done.infrastructure_pid}" in found
+    assert done.infrastructure_pid
+    gone = canfar.session_state(done.infrastructure_pid)
+    assert gone is None or gone["phase"] == "deleted"
+
+
+def test_pending_run_is_cancelled_and_its_session_deleted(
+    worker: Worker, canfar: LocalPlatform
+) -> None:
+    deployment = deploy("hello", "queued", ram=CAPACITY_RAM_GIB + 1, pending_timeout_seconds=600)
+    run = start(deployment)
+    session_id = wait_for(
+        lambda: read(run.id).infrastructure_pid, timeout=60, interval=0.5, what="a session"
+    )
+    assert canfar.session_state(session_id)["status"] == "Pending"  # type: ignore[index]
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(run.id, Cancelling())
+    done = final(run.id)
+    assert done.state is not None and done.state.type == StateType.CANCELLED, done.state
+    state = canfar.session_state(session_id)
+    assert state is None or state["phase"] == "deleted"
+
+
+def test_local_mode_starts_the_platform_in_the_worker(worker: Worker) -> None:
+    run = start(deploy("hello", "local", url="local"))
+    done = final(run.id)
+    assert done.state is not None and done.state.type == StateType.COMPLETED, done.state
+    logs(run.id, f"hello CANFAR from session {done.infrastructure_pid}")
+
+
+def test_the_api_key_appears_in_no_worker_log_line(worker: Worker) -> None:
+    """The worker logs at DEBUG level and streams the session's output; the key set in
+    its environment reaches the session but none of that output."""
+    run = start(deploy("hello", "streamed", stream_output=True))
+    done = final(run.id)
+    assert done.state is not None and done.state.type == StateType.COMPLETED, done.state
+    streamed = f"hello CANFAR from session {done.infrastructure_pid}"
+
+    def streamed_output() -> str | None:
+        text = worker.output()
+        return text if streamed in text else None
+
+    output = wait_for(
+        streamed_output,
+        timeout=30,
+        interval=0.2,
+        what="the session's output on the worker's stdout",
+    )
+    assert API_KEY not in output
