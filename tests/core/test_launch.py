@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from pathlib import Path
@@ -112,3 +113,30 @@ def test_envelope_rejects_bad_input() -> None:
         envelope(["true"], timeout=0)
     with pytest.raises(SpecError, match="command"):
         envelope([])
+
+
+async def test_deleting_a_session_stops_a_command_under_a_runtime_limit(platform, tmp_path) -> None:
+    """The envelope runs a timed command under setsid; deletion must still stop it."""
+    marker = tmp_path / "pid"
+    wrapped = envelope(["/bin/sh", "-c", f"echo $$ > {marker}; exec sleep 300"], timeout=600)
+    async with AsyncCanfarClient(url=platform.url, token=platform.token) as client:
+        session_id = await client.create(wrapped.spec(name="doomed", image=IMAGE))
+        for _ in range(200):
+            if marker.exists() and marker.read_text().strip():
+                break
+            await asyncio.sleep(0.05)
+        pid = int(marker.read_text())
+        await client.delete(session_id)
+        for _ in range(200):
+            if not _alive(pid):
+                break
+            await asyncio.sleep(0.05)
+    assert not _alive(pid), "the command outlived its deleted session"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False

@@ -27,6 +27,8 @@ class SpecError(CanfarError, ValueError):
     """
 
     def __init__(self, field: str, value: object, allowed: str) -> None:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # `cores=32`, not `cores=32.0`
         self.field = field
         self.value = value
         self.allowed = allowed

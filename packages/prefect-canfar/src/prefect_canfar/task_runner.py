@@ -17,6 +17,7 @@ the session slots are created on the first submit.
 from __future__ import annotations
 
 import concurrent.futures
+import contextvars
 import logging
 import os
 import shutil
@@ -183,8 +184,14 @@ class CanfarTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
             options=options,
             logger=run_logger,
         )
+        # The thread runs in a copy of this context: Prefect settings and the flow run
+        # context live in context variables, which a bare thread would not see.
+        context = contextvars.copy_context()
         threading.Thread(
-            target=job.run, args=(future,), name=f"canfar-task-{task.name}", daemon=True
+            target=context.run,
+            args=(job.run, future),
+            name=f"canfar-task-{task.name}",
+            daemon=True,
         ).start()
         return PrefectConcurrentFuture(task_run_id=task_run_id, wrapped_future=future)
 

@@ -104,6 +104,22 @@ def tree_cpu_seconds(pids: list[int]) -> float:
     return ticks / CLOCK_TICKS
 
 
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> None:
+    """Adopt orphaned descendants, as a container's init does.
+
+    A command may leave its process group (`setsid`) and then lose its parent; without
+    this it would be re-parented to the host's init and survive the session's deletion.
+    As a subreaper the supervisor stays the root of every process the session started.
+    """
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
 def resolve_executable(name: str, path: str) -> str | None:
     """Find ``name`` on the session's PATH, as the container runtime would."""
     if "/" in name:
@@ -170,6 +186,23 @@ class Supervisor:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
 
+    def signal_all(self, pgid: int, sig: int) -> None:
+        """Signal the command's group and every other descendant (a container's kill)."""
+        self.kill_group(pgid, sig)
+        for pid in process_tree(os.getpid())[1:]:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+
+    def reap_orphans(self) -> None:
+        """Collect adopted descendants that have exited (no zombies left behind)."""
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+
     def wait_child(self, timeout: float) -> int | None:
         """Wait up to `timeout` seconds for the command; its exit status or None."""
         assert self.child is not None
@@ -181,10 +214,10 @@ class Supervisor:
             time.sleep(0.02)
 
     def terminate(self, pgid: int) -> None:
-        """SIGTERM the group, then SIGKILL after the grace period, like a pod deletion."""
-        self.kill_group(pgid, signal.SIGTERM)
+        """SIGTERM every process, then SIGKILL after the grace period, like a pod deletion."""
+        self.signal_all(pgid, signal.SIGTERM)
         if self.wait_child(float(self.spec.get("grace", 2.0))) is None:  # type: ignore[arg-type]
-            self.kill_group(pgid, signal.SIGKILL)
+            self.signal_all(pgid, signal.SIGKILL)
             assert self.child is not None
             self.child.wait()
 
@@ -207,6 +240,7 @@ class Supervisor:
 
     def run(self) -> int:
         """Start the command in its own process group and supervise it to the end."""
+        become_subreaper()
         spec = self.spec
         argv = [str(a) for a in spec["argv"]]  # type: ignore[union-attr]
         env = {str(k): str(v) for k, v in spec["env"].items()}  # type: ignore[union-attr]
@@ -270,7 +304,7 @@ class Supervisor:
                 reason = "DeadlineExceeded"
                 self.terminate(pgid)
                 break
-            pids = process_tree(pgid)
+            pids = process_tree(os.getpid())[1:]
             sizes = tree_rss(pids)
             rss = sum(sizes.values())
             if rss > limit:
@@ -292,8 +326,9 @@ class Supervisor:
                 write_json_atomic(self.path("usage.json"), sample, durable=False)
         os.close(pidfd)
         # The container is gone: nothing it started may outlive it.
-        self.kill_group(pgid, signal.SIGKILL)
         code = child.returncode if child.returncode is not None else child.wait()
+        self.signal_all(pgid, signal.SIGKILL)
+        self.reap_orphans()
         exit_code = 128 - code if code < 0 else code
         if reason == "OOMKilled":
             exit_code = 137
