@@ -105,6 +105,21 @@ async def test_pending_timeout_deletes_and_reports_events(platform_factory) -> N
     assert queued not in remaining
 
 
+async def test_pending_timeout_on_an_unpullable_image_shows_the_pull_events(
+    platform_factory,
+) -> None:
+    missing = "images.canfar.net/skaha/terminal:no-such-tag"
+    platform = platform_factory(unpullable_images=(missing,))
+    async with client_for(platform) as client:
+        session_id = await client.create(SessionSpec(name="pull", image=missing, cmd="true"))
+        tracker = SessionTracker(client, min_interval=0.1)
+        outcome = await tracker.watch(session_id, pending_timeout=1.0)
+        await tracker.aclose()
+    assert outcome.kind is OutcomeKind.PENDING_TIMEOUT
+    assert outcome.events_table is not None and "ErrImagePull" in outcome.events_table
+    assert "ImagePullBackOff" in (outcome.reason or "")
+
+
 async def test_runtime_limit_deletes_a_running_session(platform) -> None:
     async with client_for(platform) as client:
         session_id = await client.create(

@@ -369,3 +369,23 @@ def test_context_manager_stops_and_kills(tmp_path: Path) -> None:
 def test_default_root_is_a_user_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert PlatformConfig().resolved_root() == (tmp_path / "cache" / "canfar-local").resolve()
+
+
+def test_an_unpullable_image_stays_pending_with_pull_events(
+    platform_factory: Callable[..., LocalPlatform],
+) -> None:
+    missing = "images.canfar.net/skaha/base:no-such-tag"
+    platform = platform_factory(cores=2, ram_gib=8, unpullable_images=(missing,))
+    with skaha_client(platform) as client:
+        stuck = create(client, image=missing, cores="2", ram="1", cmd="true")
+        waiting = create(client, cores="2", ram="1", cmd="true")
+        first = session(client, stuck)
+        assert first["status"] == "Pending" and "startTime" in first, "admitted, not queued"
+        events = client.get(f"/session/{stuck}", params={"view": "events"})
+        assert events.status_code == 200
+        assert "ErrImagePull" in events.text and "ImagePullBackOff" in events.text
+        assert "Pulled" not in events.text.split()
+        assert client.get(f"/session/{stuck}", params={"view": "logs"}).text == ""
+        assert session(client, waiting)["status"] == "Pending"  # its capacity is held
+        client.delete(f"/session/{stuck}")
+        assert finished(client, waiting) == "Completed", "deleting frees the capacity"

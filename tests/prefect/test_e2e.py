@@ -31,6 +31,7 @@ POOL = "canfar-e2e"
 FLOWS = Path(__file__).parent / "flows"
 API_KEY = "pnu_e2e0secret0api0key0do0not0log0me"
 CAPACITY_RAM_GIB = 64
+UNPULLABLE = "images.canfar.net/skaha/astroml:no-such-tag"
 RUN_SECONDS = 180
 
 
@@ -38,7 +39,11 @@ RUN_SECONDS = 180
 def canfar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
     """The platform the worker uses through CANFAR_URL / CANFAR_TOKEN."""
     platform = LocalPlatform.start(
-        PlatformConfig(root=tmp_path_factory.mktemp("canfar-e2e"), ram_gib=CAPACITY_RAM_GIB)
+        PlatformConfig(
+            root=tmp_path_factory.mktemp("canfar-e2e"),
+            ram_gib=CAPACITY_RAM_GIB,
+            unpullable_images=(UNPULLABLE,),
+        )
     )
     yield platform
     platform.stop(kill_sessions=True)
@@ -102,13 +107,13 @@ def worker(
         stop_process(process)
 
 
-def deploy(entrypoint: str, name: str, **job_variables: Any) -> UUID:
+def deploy(entrypoint: str, name: str, image: str = IMAGE, **job_variables: Any) -> UUID:
     """Deploy a flow of `flows/` the way the README says."""
     source: Any = flow.from_source(source=str(FLOWS), entrypoint=f"e2e_flows.py:{entrypoint}")
     return source.deploy(
         name=name,
         work_pool_name=POOL,
-        image=IMAGE,
+        image=image,
         build=False,
         push=False,
         job_variables={"env": {"PREFECT_LOGGING_LEVEL": "INFO"}, **job_variables},
@@ -197,12 +202,13 @@ def test_flow_over_its_ram_ends_crashed_with_the_oom_hint(worker: Worker) -> Non
 def test_run_stuck_pending_ends_crashed_with_the_events(
     worker: Worker, canfar: LocalPlatform
 ) -> None:
-    deployment = deploy("hello", "too-big", ram=CAPACITY_RAM_GIB + 1, pending_timeout_seconds=2)
+    deployment = deploy("hello", "unpullable", image=UNPULLABLE, pending_timeout_seconds=2)
     run = start(deployment)
     done = final(run.id)
     assert done.state is not None and done.state.type == StateType.CRASHED, done.state
     found = logs(run.id, "still Pending after pending_timeout_seconds (2 s)")
     assert f"Events of CANFAR session {done.infrastructure_pid}" in found
+    assert "ErrImagePull" in found and "ImagePullBackOff" in found
     assert done.infrastructure_pid
     gone = canfar.session_state(done.infrastructure_pid)
     assert gone is None or gone["phase"] == "deleted"

@@ -238,6 +238,27 @@ def test_pending_timeout_fails_the_job_with_the_events(
     assert wf.sessions() == []
 
 
+def test_pending_timeout_on_an_unpullable_image_shows_the_pull_errors(
+    workflow: Callable[..., Workflow], platform_factory: Callable[..., LocalPlatform]
+) -> None:
+    missing = "images.canfar.net/skaha/base:no-such-tag"
+    platform = platform_factory(unpullable_images=(missing,))
+    wf = workflow(
+        f"""
+        rule all:
+            output: "never.txt"
+            resources: canfar_image="{missing}"
+            shell: "touch {{output}}"
+        """,
+        platform,
+    )
+    result = wf.run("--canfar-pending-timeout", "2")
+    assert result.returncode != 0
+    assert "was still Pending after 2 s" in result.stdout
+    assert "ErrImagePull" in result.stdout and "ImagePullBackOff" in result.stdout
+    assert wf.sessions() == []
+
+
 @pytest.mark.parametrize(
     "restart_args",
     [

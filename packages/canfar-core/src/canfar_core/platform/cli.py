@@ -58,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST",
         help="allowed image registry (repeatable; default images.canfar.net)",
     )
+    serve.add_argument(
+        "--unpullable",
+        action="append",
+        default=[],
+        metavar="IMAGE",
+        help="an image whose pull fails: its sessions stay Pending with ErrImagePull events",
+    )
     serve.add_argument("--tls-cert", type=Path, help="server certificate (PEM) for HTTPS")
     serve.add_argument("--tls-key", type=Path, help="server key (PEM), if not in --tls-cert")
     serve.add_argument("--client-ca", type=Path, help="CA that issues client certificates")
@@ -90,6 +97,7 @@ def config_from(args: argparse.Namespace) -> PlatformConfig:
         "tls_cert": args.tls_cert,
         "tls_key": args.tls_key,
         "client_ca": args.client_ca,
+        "unpullable_images": tuple(args.unpullable),
     }
     if args.registry:
         changes["registries"] = tuple(args.registry)

@@ -110,6 +110,9 @@ class PlatformConfig:
 
     images: tuple[Mapping[str, object], ...] = DEFAULT_IMAGES
     public_images: tuple[str, ...] | None = None
+    # Images whose pull fails (a missing tag): admitted sessions stay Pending with the
+    # kubelet's ErrImagePull/BackOff events until deleted or their deadline passes.
+    unpullable_images: tuple[str, ...] = ()
 
     # TLS (client-certificate CN -> user).
     tls_cert: Path | None = None

@@ -16,7 +16,7 @@ from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from typing import Any
 
 from .config import PlatformConfig
-from .store import FINISHED, LAUNCHED, QUEUED, RUNNING, SessionRecord
+from .store import FINISHED, LAUNCHED, PULL_BACKOFF, QUEUED, RUNNING, SessionRecord
 
 GIB = 1024**3
 
@@ -220,6 +220,16 @@ def events_rows(record: SessionRecord) -> list[tuple[str, str, str, str, str]]:
             first,
         ),
     ]
+    if record.phase == PULL_BACKOFF:
+        del rows[2]  # never pulled
+        reason = f'Failed to pull image "{record.image}": manifest unknown'
+        rows += [
+            ("Warning", "Failed", reason, first, first),
+            ("Warning", "Failed", "Error: ErrImagePull", first, first),
+            ("Normal", "BackOff", f'Back-off pulling image "{record.image}"', first, first),
+            ("Warning", "Failed", "Error: ImagePullBackOff", first, first),
+        ]
+        return rows
     if record.reason == "StartError":
         when = rfc3339(record.end_time or record.start_time)
         rows.append(("Warning", "Failed", f"Error: {record.message or 'StartError'}", when, when))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .store import LAUNCHED, QUEUED, RUNNING, SessionRecord
+from .store import LAUNCHED, PULL_BACKOFF, QUEUED, RUNNING, SessionRecord
 
 EPSILON = 1e-9
 
@@ -28,7 +28,7 @@ def usage_of(records: Iterable[SessionRecord]) -> Usage:
     """Sum the requests of every session that holds quota."""
     usage = Usage()
     for record in records:
-        if record.phase in (LAUNCHED, RUNNING):
+        if record.phase in (LAUNCHED, RUNNING, PULL_BACKOFF):
             usage.cores += record.cores_request
             usage.ram_gib += record.ram_request_gib
     return usage

@@ -29,6 +29,7 @@ from .store import (
     DELETED,
     FINISHED,
     LAUNCHED,
+    PULL_BACKOFF,
     QUEUED,
     RUNNING,
     SessionRecord,
@@ -195,6 +196,12 @@ class SessionManager:
 
     def _launch(self, record: SessionRecord) -> None:
         now = time.time()
+        if record.image in self.config.unpullable_images:
+            # Scheduled, but the kubelet cannot pull the image: no process ever starts.
+            record.start_time = int(now)
+            record.phase = PULL_BACKOFF
+            self.store.save(record)
+            return
         directory = self.session_dir(record.id)
         directory.mkdir(parents=True, exist_ok=True)
         record.start_time = int(now)
@@ -238,6 +245,13 @@ class SessionManager:
                     self._forget(record)
             elif record.phase == DELETED and not self._supervisor_running(record, check=True):
                 self._forget(record)
+            elif (
+                record.phase == PULL_BACKOFF
+                and record.start_time is not None
+                and now >= record.start_time + record.deadline_seconds
+            ):
+                self._finish(record, {"exit_code": None, "reason": "DeadlineExceeded"})
+                freed = True
         if freed:
             self.schedule()
 
@@ -345,8 +359,9 @@ class SessionManager:
         record = self.find(user, session_id)
         if record is None:
             return
-        if record.phase == QUEUED:
+        if record.phase in (QUEUED, PULL_BACKOFF):
             self._forget(record)
+            self.schedule()
             return
         running = self._supervisor_running(record, check=True)
         record.phase = DELETED

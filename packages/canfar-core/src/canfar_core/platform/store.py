@@ -20,6 +20,7 @@ LAUNCHED = "launched"  # supervisor started, command not yet running: Pending wi
 RUNNING = "running"  # command running: Running
 FINISHED = "finished"  # command ended: Completed / Failed, kept until retention expires
 DELETED = "deleted"  # deleted by the user; invisible, waiting for its processes to go
+PULL_BACKOFF = "pull-backoff"  # admitted, but its image cannot be pulled: Pending, with events
 
 
 @dataclass
