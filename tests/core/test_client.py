@@ -210,3 +210,40 @@ def test_sync_facade(platform, tmp_path: Path) -> None:
         assert client.repositories() == ["images.canfar.net"]
         client.delete(session_id)
         assert session_id not in {s.id for s in client.list_sessions()}
+
+
+async def test_images_stats_and_renew(platform) -> None:
+    async with client_for(platform) as client:
+        images = await client.images("headless")
+        assert images and all("headless" in image.types for image in images)
+        with pytest.raises(InvalidRequestError, match="unknown type: vm"):
+            await client.images("vm")
+        stats = await client.stats()
+        assert {"cores", "ram"} <= set(stats)
+        session_id = await client.create(sleeper("renewable"))
+        deadline = time.monotonic() + 20
+        while (await client.get(session_id)).status != "Running":
+            assert time.monotonic() < deadline
+        await client.renew(session_id)  # 200: the server decides whether to extend
+        await client.delete(session_id)
+
+
+async def test_private_images_need_registry_credentials(platform_factory) -> None:
+    private = "images.canfar.net/myproject/secret-pipeline:1.0"
+    platform = platform_factory(public_images=(IMAGE,))
+    spec = SessionSpec(name="private", image=private, cmd="true")
+    async with client_for(platform) as client:
+        with pytest.raises(InvalidRequestError, match="No authentication provided"):
+            await client.create(spec)
+    async with client_for(platform, registry_auth=("alice", "s3cret-cli-key")) as client:
+        session_id = await client.create(spec)
+        assert (await client.get(session_id)).image == private
+
+
+async def test_read_timeouts_on_idempotent_calls_are_retried(platform) -> None:
+    config = CanfarConfig(url=platform.url, token=platform.token, timeout=0.5)
+    async with AsyncCanfarClient(config, retry=FAST_RETRY) as client:
+        platform.inject_fault(method="GET", route="/v1/session", delay=2, count=1)
+        platform.reset_counters()
+        assert await client.list_sessions() == []
+        assert platform.counters()["GET /v1/session"] == 2
