@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -71,16 +72,25 @@ def users_modules(fn: Callable[..., Any]) -> list[ModuleType]:
     return found
 
 
+# cloudpickle's by-value registry is process-wide: tasks pickled from several threads
+# at once must not unregister a module while another thread is still pickling with it.
+_REGISTRY_LOCK = threading.Lock()
+
+
 @contextmanager
 def pickled_by_value(fn: Callable[..., Any]) -> Iterator[list[ModuleType]]:
-    """Register the user's modules reachable from `fn` for pickling by value."""
+    """Register the user's modules reachable from `fn` for pickling by value.
+
+    Holds a process-wide lock for the duration (pickling a call takes milliseconds).
+    """
     import cloudpickle
 
-    modules = users_modules(fn)
-    for module in modules:
-        cloudpickle.register_pickle_by_value(module)
-    try:
-        yield modules
-    finally:
+    with _REGISTRY_LOCK:
+        modules = users_modules(fn)
         for module in modules:
-            cloudpickle.unregister_pickle_by_value(module)
+            cloudpickle.register_pickle_by_value(module)
+        try:
+            yield modules
+        finally:
+            for module in modules:
+                cloudpickle.unregister_pickle_by_value(module)
