@@ -18,7 +18,7 @@ demo: sync
 	$(UV) run --locked --no-sync python examples/demo.py
 
 bench: sync
-	$(UV) run --locked --no-sync python bench/platform_scale.py
+	$(UV) run --locked --no-sync python bench/run_all.py
 
 lint: sync
 	$(UV) run --locked --no-sync ruff format --check .
