@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from pathlib import Path
@@ -247,3 +248,12 @@ async def test_read_timeouts_on_idempotent_calls_are_retried(platform) -> None:
         platform.reset_counters()
         assert await client.list_sessions() == []
         assert platform.counters()["GET /v1/session"] == 2
+
+
+async def test_concurrent_first_creates_read_the_server_facts_once(platform) -> None:
+    async with client_for(platform) as client:
+        platform.reset_counters()
+        await asyncio.gather(*(client.create(sleeper(f"race-{i}", "1")) for i in range(6)))
+    counts = platform.counters()
+    assert counts["GET /v1/repository"] == 1 and counts["GET /v1/context"] == 1
+    assert counts["POST /v1/session"] == 6

@@ -85,6 +85,11 @@ class AsyncCanfarClient:
         self._repositories: list[str] | None = None
         self._known_ids: set[str] = set()
         self._open_lock = asyncio.Lock()
+        self._facts_lock = asyncio.Lock()
+        # At most as many requests in flight as the pool has connections: hundreds of
+        # requests queued inside httpcore's pool cost O(queued x connections) work per
+        # request (encode/httpx#3215); queueing here instead keeps a fan-out cheap.
+        self._gate = asyncio.Semaphore(max_connections)
 
     async def __aenter__(self) -> AsyncCanfarClient:
         await self._ensure_open()
@@ -201,17 +206,19 @@ class AsyncCanfarClient:
 
     async def context(self, *, refresh: bool = False) -> Context:
         """The server's resource options (cached for the client's lifetime)."""
-        if self._context is None or refresh:
-            response = await self._request("GET", "context")
-            self._context = Context.model_validate(response.json())
-        return self._context
+        async with self._facts_lock:  # concurrent first creates fetch it once
+            if self._context is None or refresh:
+                response = await self._request("GET", "context")
+                self._context = Context.model_validate(response.json())
+            return self._context
 
     async def repositories(self, *, refresh: bool = False) -> list[str]:
         """The registry hosts images must come from (cached)."""
-        if self._repositories is None or refresh:
-            response = await self._request("GET", "repository")
-            self._repositories = [str(r) for r in response.json()]
-        return self._repositories
+        async with self._facts_lock:
+            if self._repositories is None or refresh:
+                response = await self._request("GET", "repository")
+                self._repositories = [str(r) for r in response.json()]
+            return self._repositories
 
     async def images(self, type: str | None = None) -> list[Image]:
         """Images in the server's cache, optionally of one session type."""
@@ -267,11 +274,12 @@ class AsyncCanfarClient:
         while True:
             self.config.check_expiry()
             try:
-                response = await http.post(
-                    "session",
-                    content=urlencode(spec.to_params()),
-                    headers={**FORM_HEADERS, **self._registry_headers()},
-                )
+                async with self._gate:
+                    response = await http.post(
+                        "session",
+                        content=urlencode(spec.to_params()),
+                        headers={**FORM_HEADERS, **self._registry_headers()},
+                    )
             except httpx.TransportError as exc:
                 if is_unsent(exc):
                     await self._backoff(budget, None, "POST session", exc)
@@ -324,13 +332,14 @@ class AsyncCanfarClient:
         while True:
             self.config.check_expiry()
             try:
-                response = await http.request(
-                    method,
-                    path,
-                    params=list(params or []),
-                    content=urlencode(list(data)) if data else None,
-                    headers=FORM_HEADERS if data else None,
-                )
+                async with self._gate:
+                    response = await http.request(
+                        method,
+                        path,
+                        params=list(params or []),
+                        content=urlencode(list(data)) if data else None,
+                        headers=FORM_HEADERS if data else None,
+                    )
             except httpx.TransportError as exc:
                 if is_unsent(exc) or (safe and is_transient(exc)):
                     await self._backoff(budget, None, f"{method} {path}", exc)
