@@ -13,7 +13,10 @@ from dataclasses import dataclass
 
 import httpx
 
-RETRYABLE_STATUS = frozenset({502, 503, 504})
+# 500 is in: Skaha answers it for Kubernetes API hiccups (any uncaught exception becomes
+# "unexpected exception"), and a deterministic 500 still surfaces once the bounded budget
+# is spent. 429 is what an ingress rate limit would answer.
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
 @dataclass(frozen=True)

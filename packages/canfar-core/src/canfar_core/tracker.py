@@ -13,10 +13,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from canfar_core.client import AsyncCanfarClient
-from canfar_core.errors import ApiError, CanfarError, SessionNotFoundError, TrackerOutageError
+from canfar_core.errors import CanfarError, SessionNotFoundError, TrackerOutageError
 from canfar_core.launch import parse_exit_marker, read_exit_file
 from canfar_core.models import Session
 from canfar_core.outcome import Outcome, OutcomeKind, classify_exit
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 
 RETENTION_SECONDS = 3600
 MAX_INTERVAL_CAP = RETENTION_SECONDS / 6
+LOG_READ_TICKS = 5
 
 
 @dataclass
@@ -42,6 +45,7 @@ class _Watch:
     deleting: OutcomeKind | None = None
     resolving: bool = False
     watched_at: float = field(default_factory=time.monotonic)
+    log_failures: int = 0
 
 
 class SessionTracker:
@@ -233,7 +237,7 @@ class SessionTracker:
                 if recent and read_exit_file(watch.state_dir, watch.session_id) is None:
                     continue
                 changed = True
-                jobs.append(self._resolve_vanished(watch))
+                jobs.append(self._guarded(watch, self._resolve_vanished(watch)))
                 continue
             watch.session = session
             phase = session.phase
@@ -241,14 +245,14 @@ class SessionTracker:
                 changed = True
                 watch.phase, watch.phase_since = phase, now
             if phase.is_terminal:
-                jobs.append(self._resolve_finished(watch, session))
+                jobs.append(self._guarded(watch, self._resolve_finished(watch, session)))
             elif (
                 phase is Phase.PENDING
                 and watch.pending_timeout is not None
                 and now - watch.phase_since >= watch.pending_timeout
             ):
                 changed = True
-                jobs.append(self._pending_too_long(watch))
+                jobs.append(self._guarded(watch, self._pending_too_long(watch)))
             elif (
                 phase is Phase.RUNNING
                 and watch.runtime_limit is not None
@@ -256,16 +260,34 @@ class SessionTracker:
             ):
                 changed = True
                 jobs.append(
-                    self._stop(
+                    self._guarded(
                         watch,
-                        OutcomeKind.RUNTIME_EXCEEDED,
-                        f"stopped after exceeding its runtime limit of {watch.runtime_limit:g} s",
-                        None,
+                        self._stop(
+                            watch,
+                            OutcomeKind.RUNTIME_EXCEEDED,
+                            f"stopped after exceeding its runtime limit of "
+                            f"{watch.runtime_limit:g} s",
+                            None,
+                        ),
                     )
                 )
         if jobs:
             await asyncio.gather(*jobs)
         return changed
+
+    async def _guarded(self, watch: _Watch, job: Coroutine[Any, Any, object]) -> None:
+        """Run one resolution; if it fails, the watch is tried again on the next tick.
+
+        Without this, one unexpected error would leave the watch marked as resolving
+        and its waiter blocked forever.
+        """
+        try:
+            await job
+        except Exception as exc:
+            log.warning("Resolving session %s failed (%s); retrying.", watch.session_id, exc)
+            if watch.session_id in self._watches:
+                watch.resolving = False
+                watch.deleting = None
 
     def _note_outage(self, exc: CanfarError) -> None:
         now = time.monotonic()
@@ -299,9 +321,27 @@ class SessionTracker:
             log.warning("Could not read logs of session %s: %s", watch.session_id, exc)
             return ""
 
+    async def _fetch_final_logs(self, watch: _Watch) -> str:
+        """The logs of a finished session, which carry its exit code.
+
+        A finished session stays listed for an hour, so when the logs cannot be read
+        (after the client's own retries) resolution waits for a later tick rather
+        than lose the exit code; after LOG_READ_TICKS failed ticks it goes on without.
+        """
+        if watch.state_dir is None:
+            try:
+                return await self.client.logs(watch.session_id)
+            except CanfarError as exc:
+                watch.log_failures += 1
+                if watch.log_failures < LOG_READ_TICKS:
+                    raise
+                log.warning("Could not read logs of session %s: %s", watch.session_id, exc)
+                return ""
+        return await self._fetch_logs(watch)
+
     async def _resolve_finished(self, watch: _Watch, session: Session) -> None:
         watch.resolving = True
-        logs = await self._fetch_logs(watch)
+        logs = await self._fetch_final_logs(watch)
         code = read_exit_file(watch.state_dir, watch.session_id)
         if code is None:
             code = parse_exit_marker(logs)
@@ -362,7 +402,7 @@ class SessionTracker:
         logs = await self._fetch_logs(watch)
         try:
             await self.client.delete(watch.session_id)
-        except ApiError as exc:
+        except CanfarError as exc:
             log.warning("Could not delete session %s: %s", watch.session_id, exc)
         code = read_exit_file(watch.state_dir, watch.session_id)
         return self._finish(watch, kind, reason, code, logs, events)
