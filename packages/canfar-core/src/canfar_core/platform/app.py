@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -33,6 +34,7 @@ from .errors import (
 )
 from .faults import Fault, FaultInjector, RequestCounters
 from .params import Params, read_params
+from .requestlog import RequestLog
 from .sessions import SessionManager
 from .store import QUEUED, SessionRecord
 from .validation import validate_create
@@ -92,6 +94,9 @@ def resolve(rest: str) -> Route | None:
     return None
 
 
+USER_KEY = web.RequestKey("user", str)
+
+
 class PlatformApp:
     """Request handling for one platform; every method runs on the event-loop thread."""
 
@@ -103,8 +108,10 @@ class PlatformApp:
         counters: RequestCounters,
         faults: FaultInjector,
         admin_user: Callable[[], str],
+        request_log: RequestLog | None = None,
     ) -> None:
         self.config = config
+        self.request_log = request_log
         self.manager = manager
         self.tokens = tokens
         self.counters = counters
@@ -128,6 +135,28 @@ class PlatformApp:
         path = _SLASHES.sub("/", request.path)
         if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
             return await self.admin(request, path[len(ADMIN_PREFIX) :])
+        if self.request_log is None:
+            return await self.serve(request, path)
+        started = time.monotonic()
+        status: int | None = None
+        try:
+            response = await self.serve(request, path)
+            status = response.status
+            return response
+        finally:
+            peer = request.transport.get_extra_info("peername") if request.transport else None
+            self.request_log.write(
+                method=request.method,
+                target=request.raw_path,
+                user=request.get(USER_KEY),
+                peer=str(peer[0]) if peer else None,
+                status=status,
+                started=started,
+                agent=request.headers.get("User-Agent"),
+            )
+
+    async def serve(self, request: web.Request, path: str) -> web.StreamResponse:
+        """The Skaha servlets behind the front door (counted, faults applied)."""
         if not path.startswith(self.prefix + "/"):
             return plain(f"not found: {request.path}\n", 404)
         rest = path[len(self.prefix) :]
@@ -181,6 +210,7 @@ class PlatformApp:
                     body=render.availability_xml().encode(), headers={"Content-Type": "text/xml"}
                 )
             user = self.authenticate(request)
+            request[USER_KEY] = user
             if user in self.config.forbidden_users:
                 raise Forbidden("Not authorized to use the skaha system")
             params = await read_params(request)

@@ -71,7 +71,50 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--kill-on-exit", action="store_true", help="kill running sessions when stopping"
     )
+    chaos = commands.add_parser(
+        "chaos",
+        help="a fault-injecting proxy in front of a Skaha server (try a pipeline on a bad night)",
+    )
+    chaos.add_argument("upstream", help="the server's URL, e.g. http://127.0.0.1:8000/skaha/v1")
+    chaos.add_argument("--port", type=int, default=0, help="port to bind (default: any free one)")
+    for kind, text in (
+        ("server-error", "answer 500 without forwarding"),
+        ("unavailable", "answer 503 with Retry-After without forwarding"),
+        ("reset-before", "reset the connection before forwarding"),
+        ("reset-after", "forward, then reset the connection (the answer is lost)"),
+        ("latency", "delay the request before forwarding"),
+    ):
+        chaos.add_argument(f"--{kind}", type=float, default=0.0, metavar="RATE", help=text)
+    chaos.add_argument("--retry-after", type=int, default=1, help="Retry-After of a 503 (s)")
+    chaos.add_argument("--seed", type=int, help="random seed, to replay a run")
     return parser
+
+
+def chaos(args: argparse.Namespace) -> int:
+    """Run the proxy until SIGINT/SIGTERM, printing its CANFAR_URL first."""
+    from .chaos import ChaosProxy, FaultRates
+
+    rates = FaultRates(
+        server_error=args.server_error,
+        unavailable=args.unavailable,
+        reset_before=args.reset_before,
+        reset_after=args.reset_after,
+        latency=args.latency,
+        retry_after=args.retry_after,
+        seed=args.seed,
+    )
+    proxy = ChaosProxy.start(args.upstream, rates, port=args.port)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    print(f"CANFAR_URL={proxy.url}", flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        proxy.stop()
+        print(f"# {proxy.counts()}", file=sys.stderr)
+    return 0
 
 
 def config_from(args: argparse.Namespace) -> PlatformConfig:
@@ -133,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return serve(args)
+        if args.command == "chaos":
+            return chaos(args)
     except PlatformError as exc:
         print(f"canfar-local: {exc}", file=sys.stderr)
         return 1

@@ -26,11 +26,13 @@ from .config import PlatformConfig, os_user
 from .errors import PlatformError
 from .faults import FaultInjector, RequestCounters
 from .lock import RootLock
-from .sessions import SessionManager
+from .requestlog import RequestLog
+from .sessions import SessionManager, read_creation_journal
 from .store import SessionStore
 
 T = TypeVar("T")
 USAGE_SAMPLE_SECONDS = 1.0
+REQUEST_LOG_NAME = "requests.log"
 log = logging.getLogger(__name__)
 
 
@@ -69,6 +71,7 @@ class LocalPlatform:
         self.user = ""
         self.token = ""
         self.tokens: TokenRegistry | None = None
+        self.request_log: RequestLog | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -95,6 +98,7 @@ class LocalPlatform:
                 self.user = os_user()
             self.token = self.tokens.token_for(self.user)
             self._store = SessionStore(self.root / "state.sqlite3")
+            self.request_log = RequestLog(self.root / REQUEST_LOG_NAME)
             self._thread = threading.Thread(
                 target=self._serve, name=f"canfar-platform:{self.root}", daemon=True
             )
@@ -132,7 +136,13 @@ class LocalPlatform:
         host = "127.0.0.1" if config.host in ("", "0.0.0.0") else config.host
         manager = SessionManager(config, self.root, self._store)
         app = PlatformApp(
-            config, manager, self.tokens, self.counters_registry, self.faults, lambda: self.user
+            config,
+            manager,
+            self.tokens,
+            self.counters_registry,
+            self.faults,
+            lambda: self.user,
+            self.request_log,
         )
         self._runner = web.AppRunner(app.build(), access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -197,6 +207,8 @@ class LocalPlatform:
             self._thread.join(timeout=30)
         if self._store is not None:
             self._store.close()
+        if self.request_log is not None:
+            self.request_log.close()
         if self._lock is not None:
             self._lock.release()
 
@@ -285,6 +297,14 @@ class LocalPlatform:
     def clear_faults(self) -> None:
         """Forget every injected fault."""
         self.faults.clear()
+
+    def created(self) -> list[dict[str, Any]]:
+        """Every session ever created on this root (id, name, user, type, image, time).
+
+        Deleted and expired sessions vanish from the API; this journal keeps them, so
+        duplicates can be counted by name after a run, even across server restarts.
+        """
+        return read_creation_journal(self.root)
 
     def session_state(self, session_id: str) -> dict[str, Any] | None:
         """Internal state of a session (phase, exit code, reason), for tests."""

@@ -9,6 +9,7 @@ restarted server pick up exactly where a killed one stopped.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -41,6 +42,7 @@ GIB = 1024**3
 _FIRST = string.ascii_lowercase
 _REST = string.ascii_lowercase + string.digits
 LIVENESS_SECONDS = 1.0
+CREATION_JOURNAL = "created.log"
 
 
 def new_session_id() -> str:
@@ -177,8 +179,26 @@ class SessionManager:
         record.env = env
         self.session_dir(session_id).mkdir(parents=True, exist_ok=True)
         self.store.add(record)
+        self._journal_creation(record)
         self.schedule()
         return record
+
+    def _journal_creation(self, record: SessionRecord) -> None:
+        """Append the creation to ``<root>/created.log`` (Kubernetes' audit log, in short).
+
+        Sessions are forgotten once deleted or expired; the journal keeps every one ever
+        created, so a test can count duplicates by name after the fact, across restarts.
+        """
+        entry = {
+            "time": time.time(),
+            "id": record.id,
+            "name": record.name,
+            "user": record.userid,
+            "type": record.type,
+            "image": record.image,
+        }
+        with open(self.root / CREATION_JOURNAL, "a", encoding="utf-8") as journal:
+            journal.write(json.dumps(entry, separators=(",", ":")) + "\n")
 
     # -- admission and launch ------------------------------------------------------------
 
@@ -452,3 +472,15 @@ class SessionManager:
     def release_children(self) -> None:
         """Stop tracking supervisors as children (they keep running, detached)."""
         self.children.clear()
+
+
+def read_creation_journal(root: Path) -> list[dict[str, object]]:
+    """Every session ever created under ``root``, oldest first (a torn last line is skipped)."""
+    path = root / CREATION_JOURNAL
+    if not path.exists():
+        return []
+    entries = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        with contextlib.suppress(ValueError):
+            entries.append(json.loads(line))
+    return entries
