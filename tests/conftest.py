@@ -23,6 +23,8 @@ from canfar_core.platform.testing import (
     wait_for,
 )
 
+from tests.prefect.conftest import PrefectServer, running_prefect_server
+
 __all__ = ["async_wait_for", "processes_mentioning", "skaha_client", "wait_for"]
 
 
@@ -71,3 +73,23 @@ def client(platform: LocalPlatform) -> Iterator[httpx.Client]:
     """A plain httpx client for ``platform`` as its default user."""
     with skaha_client(platform) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """A real Prefect server on SQLite, shared by every test that needs Prefect."""
+    with running_prefect_server(tmp_path_factory.mktemp("prefect-home")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def prefect_api(prefect_server: PrefectServer) -> Iterator[PrefectServer]:
+    """Point this process's Prefect client at the shared server."""
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    with temporary_settings(
+        updates={PREFECT_API_URL: prefect_server.api_url, PREFECT_HOME: prefect_server.home}
+    ):
+        yield prefect_server
+        APILogWorker.drain_all(timeout=5)  # send buffered logs while the server is up

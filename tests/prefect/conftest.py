@@ -1,7 +1,9 @@
-"""Shared fixtures of the Prefect worker tests: one real Prefect server for the session.
+"""Helpers of the Prefect tests: one real Prefect server for the whole test session.
 
-The server is `prefect server start` on SQLite and a free loopback port (about 12-25 s to
-become healthy on two cores, so it is started once). The test process talks to it
+The fixtures `prefect_server` and `prefect_api` live in `tests/conftest.py` so that the
+Prefect and the reliability tests share one server. It is `prefect server start` on
+SQLite and a free loopback port (about 12-25 s to become healthy on two cores, so it is
+started once). The test process talks to it
 through Prefect's settings context; subprocesses (workers, CLI calls) get
 `prefect_env()`. Sessions run on the embedded CANFAR platform, whose processes inherit
 this process's PATH: the virtualenv's `bin` is put first so that `prefect flow-run
@@ -86,10 +88,9 @@ class PrefectServer:
         )
 
 
-@pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
-    """A real Prefect server on SQLite, shared by every Prefect test."""
-    home = tmp_path_factory.mktemp("prefect-home")
+@contextlib.contextmanager
+def running_prefect_server(home: Path) -> Iterator[PrefectServer]:
+    """`prefect server start` on SQLite under `home` and a free loopback port."""
     port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     server = PrefectServer(api_url, home)
@@ -120,16 +121,3 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
         yield server
     finally:
         stop_process(process)
-
-
-@pytest.fixture(scope="session")
-def prefect_api(prefect_server: PrefectServer) -> Iterator[PrefectServer]:
-    """Point this process's Prefect client at the shared server."""
-    from prefect.logging.handlers import APILogWorker
-    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
-
-    with temporary_settings(
-        updates={PREFECT_API_URL: prefect_server.api_url, PREFECT_HOME: prefect_server.home}
-    ):
-        yield prefect_server
-        APILogWorker.drain_all(timeout=5)  # send buffered logs while the server is up

@@ -29,6 +29,7 @@ class Workflow:
 
     path: Path
     platform: LocalPlatform
+    url: str | None = None  # what Snakemake is told (a proxy's URL); default the platform's
 
     def env(self, **extra: str) -> dict[str, str]:
         env = dict(os.environ)
@@ -45,7 +46,7 @@ class Workflow:
             "--executor",
             "canfar",
             "--canfar-url",
-            self.platform.url,
+            self.url or self.platform.url,
             "--jobs",
             str(jobs),
             "--seconds-between-status-checks",

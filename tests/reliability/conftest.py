@@ -1,0 +1,78 @@
+"""Fixtures of the reliability tests: a fault-injecting proxy in front of the platform.
+
+`chaos(platform, rates)` starts a `ChaosProxy` whose `url` replaces `platform.url` for
+the code under test; every proxy is stopped at teardown. Assertions about what reached
+the platform (sessions by name, phases) are made directly against the platform, never
+through the proxy.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from canfar_core.platform import LocalPlatform
+from canfar_core.platform.chaos import ChaosProxy, FaultRates
+
+# What a bad night looks like: one request in six meets a fault, every kind represented.
+BAD_NIGHT = FaultRates(
+    server_error=0.03,
+    unavailable=0.03,
+    reset_before=0.03,
+    reset_after=0.04,
+    latency=0.04,
+    latency_seconds=(0.2, 1.5),
+    retry_after=1,
+    seed=20261121,
+)
+
+
+@pytest.fixture
+def chaos() -> Iterator[Callable[..., ChaosProxy]]:
+    """`chaos(platform, rates=BAD_NIGHT)` → a proxy whose `.url` is the platform's API URL."""
+    started: list[ChaosProxy] = []
+
+    def start(platform: LocalPlatform, rates: FaultRates = BAD_NIGHT) -> ChaosProxy:
+        proxy = ChaosProxy.start(platform.url, rates)
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        proxy.stop()
+
+
+def sessions_at(platform: LocalPlatform, token: str | None = None) -> list[dict[str, Any]]:
+    """Every headless session the platform lists for the user, asked directly."""
+    with httpx.Client(
+        headers={"Authorization": f"Bearer {token or platform.token}"}, timeout=30
+    ) as http:
+        response = http.get(f"{platform.url}/session", params={"type": "headless"})
+        response.raise_for_status()
+        return response.json()
+
+
+def duplicated_names(sessions: list[dict[str, Any]]) -> list[str]:
+    """Session names that occur more than once."""
+    return sorted(name for name, n in Counter(s["name"] for s in sessions).items() if n > 1)
+
+
+def still_running(sessions: list[dict[str, Any]]) -> list[str]:
+    """Ids of listed sessions that have not finished."""
+    return [s["id"] for s in sessions if s["status"] not in ("Completed", "Failed", "Succeeded")]
+
+
+def left_running(platform: LocalPlatform) -> list[str]:
+    """Ids of every session ever created on the platform that is still Pending or Running.
+
+    Asked of the platform's own records, so deleted sessions and other users' count too.
+    """
+    left = []
+    for entry in platform.created():
+        state = platform.session_state(entry["id"])
+        if state is not None and state["status"] in ("Pending", "Running"):
+            left.append(entry["id"])
+    return left
