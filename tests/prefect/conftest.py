@@ -20,10 +20,15 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+from uuid import UUID
 
 import httpx
 import pytest
 from canfar_core.platform.testing import wait_for
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun
 
 VENV_BIN = str(Path(sys.executable).parent)
 PREFECT = (sys.executable, "-m", "prefect")
@@ -121,3 +126,69 @@ def running_prefect_server(home: Path) -> Iterator[PrefectServer]:
         yield server
     finally:
         stop_process(process)
+
+
+class Worker:
+    """A running `prefect worker start` and its combined output."""
+
+    def __init__(self, process: subprocess.Popen[bytes], log: Path) -> None:
+        self.process = process
+        self.log = log
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def create_pool(env: dict[str, str], pool: str) -> None:
+    """`prefect work-pool create --type canfar` (replacing a pool of that name)."""
+    subprocess.run(
+        [*PREFECT, "work-pool", "create", pool, "--type", "canfar", "--overwrite"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+@contextlib.contextmanager
+def running_worker(env: dict[str, str], pool: str, name: str, log: Path) -> Iterator[Worker]:
+    """`prefect work-pool create --type canfar`, then `prefect worker start` on it."""
+    create_pool(env, pool)
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [*PREFECT, "worker", "start", "--pool", pool, "--type", "canfar", "--name", name],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    handle = Worker(process, log)
+    try:
+        wait_for(
+            lambda: process.poll() is not None or f"Worker '{name}' started!" in handle.output(),
+            timeout=120,
+            interval=0.2,
+            what="the worker to start",
+        )
+        assert process.poll() is None, handle.output()[-3000:]
+        yield handle
+    finally:
+        stop_process(process)
+
+
+def read_flow_run(flow_run_id: UUID) -> FlowRun:
+    """The flow run as the Prefect API has it now."""
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(flow_run_id)
+
+
+def final_flow_run(flow_run_id: UUID, timeout: float = 180) -> FlowRun:
+    """The flow run once it is in a final state."""
+
+    def done() -> FlowRun | None:
+        run = read_flow_run(flow_run_id)
+        return run if run.state is not None and run.state.is_final() else None
+
+    return wait_for(done, timeout=timeout, interval=0.5, what=f"flow run {flow_run_id}")

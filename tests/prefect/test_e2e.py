@@ -9,7 +9,6 @@ logs in Prefect, the session on the platform, and the worker's own output.
 from __future__ import annotations
 
 import hashlib
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,14 @@ from prefect.deployments import run_deployment
 from prefect.states import Cancelling
 from prefect_canfar import CanfarWorker
 
-from tests.prefect.conftest import IMAGE, PREFECT, PrefectServer, stop_process
+from tests.prefect.conftest import (
+    IMAGE,
+    PrefectServer,
+    Worker,
+    final_flow_run,
+    read_flow_run,
+    running_worker,
+)
 
 POOL = "canfar-e2e"
 FLOWS = Path(__file__).parent / "flows"
@@ -49,17 +55,6 @@ def canfar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
     platform.stop(kill_sessions=True)
 
 
-class Worker:
-    """A running `prefect worker start` and its combined output."""
-
-    def __init__(self, process: subprocess.Popen[bytes], log: Path) -> None:
-        self.process = process
-        self.log = log
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
 @pytest.fixture(scope="module")
 def worker(
     prefect_api: PrefectServer, canfar: LocalPlatform, tmp_path_factory: pytest.TempPathFactory
@@ -77,34 +72,9 @@ def worker(
         CANFAR_TOKEN=canfar.token,
         CANFAR_LOCAL_ROOT=str(tmp_path_factory.mktemp("canfar-local")),
     )
-    subprocess.run(
-        [*PREFECT, "work-pool", "create", POOL, "--type", "canfar", "--overwrite"],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
     log = tmp_path_factory.mktemp("worker") / "worker.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [*PREFECT, "worker", "start", "--pool", POOL, "--type", "canfar", "--name", "e2e"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    handle = Worker(process, log)
-    try:
-        wait_for(
-            lambda: process.poll() is not None or "Worker 'e2e' started!" in handle.output(),
-            timeout=120,
-            interval=0.2,
-            what="the worker to start",
-        )
-        assert process.poll() is None, handle.output()[-3000:]
+    with running_worker(env, POOL, "e2e", log) as handle:
         yield handle
-    finally:
-        stop_process(process)
 
 
 def deploy(entrypoint: str, name: str, image: str = IMAGE, **job_variables: Any) -> UUID:
@@ -126,16 +96,11 @@ def start(deployment_id: UUID) -> FlowRun:
 
 
 def read(flow_run_id: UUID) -> FlowRun:
-    with get_client(sync_client=True) as client:
-        return client.read_flow_run(flow_run_id)
+    return read_flow_run(flow_run_id)
 
 
 def final(flow_run_id: UUID) -> FlowRun:
-    def done() -> FlowRun | None:
-        run = read(flow_run_id)
-        return run if run.state is not None and run.state.is_final() else None
-
-    return wait_for(done, timeout=RUN_SECONDS, interval=0.5, what=f"flow run {flow_run_id}")
+    return final_flow_run(flow_run_id, RUN_SECONDS)
 
 
 def logs(flow_run_id: UUID, text: str) -> str:

@@ -1,0 +1,24 @@
+"""Flows the reliability tests deploy to a `canfar` work pool."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+
+
+@flow
+def square(n: int, out_dir: str) -> int:
+    """Write n² to `<out_dir>/<n>.txt`: an output the test can check for each run."""
+    Path(out_dir, f"{n}.txt").write_text(f"{n * n}\n")
+    return n * n
+
+
+@flow
+def wait_forever(marker: str) -> None:
+    """Touch `marker` once running, then wait to be cancelled."""
+    import time
+
+    Path(marker).touch()
+    while True:
+        time.sleep(1)

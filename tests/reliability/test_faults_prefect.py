@@ -1,0 +1,91 @@
+"""20 Prefect flow runs on a `canfar` pool through a fault-injecting proxy (issue 9, item 1).
+
+A real `prefect worker start --type canfar` reaches the platform only through the proxy
+(`CANFAR_URL` is the proxy's URL); the flows' engines reach the real Prefect server
+directly, as on CANFAR. Checked: every run Completed and wrote its output, one session
+per run (none duplicated by name), nothing left running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from uuid import uuid4
+
+from canfar_core.platform import LocalPlatform
+from canfar_core.platform.chaos import ChaosProxy
+from prefect import flow
+from prefect.client.schemas.objects import StateType
+from prefect.deployments import run_deployment
+
+from tests.prefect.conftest import (
+    IMAGE,
+    PrefectServer,
+    create_pool,
+    final_flow_run,
+    running_worker,
+)
+from tests.reliability.conftest import duplicated_names, left_running
+
+FLOWS = Path(__file__).parent / "flows"
+POOL = "canfar-chaos"
+RUNS = 20
+
+
+def test_twenty_flow_runs_through_a_bad_night(
+    prefect_api: PrefectServer,
+    platform_factory: Callable[..., LocalPlatform],
+    chaos: Callable[..., ChaosProxy],
+    tmp_path: Path,
+) -> None:
+    # 8 cores: at most 8 one-core sessions run at once and the rest queue, as behind a
+    # cluster queue; it also keeps 20 Prefect engines from starving two CPUs.
+    platform = platform_factory(cores=8)
+    proxy = chaos(platform)
+    out = tmp_path / "out"
+    out.mkdir()
+    env = prefect_api.env(
+        PREFECT_WORKER_QUERY_SECONDS="1",
+        PREFECT_WORKER_PREFETCH_SECONDS="30",
+        PREFECT_INTEGRATIONS_CANFAR_POLL_MIN_SECONDS="0.5",
+        PREFECT_INTEGRATIONS_CANFAR_POLL_MAX_SECONDS="2",
+        CANFAR_URL=proxy.url,
+        CANFAR_TOKEN=platform.token,
+    )
+    create_pool(env, POOL)
+    source = flow.from_source(source=str(FLOWS), entrypoint="reliable_flows.py:square")
+    deployment = source.deploy(  # type: ignore[union-attr]
+        name="squares",
+        work_pool_name=POOL,
+        image=IMAGE,
+        build=False,
+        push=False,
+        print_next_steps=False,
+    )
+    # Idempotency keys: a create that Prefect's client retries must not make a 21st run.
+    batch = uuid4().hex
+    runs = [
+        run_deployment(
+            deployment,
+            parameters={"n": n, "out_dir": str(out)},
+            timeout=0,
+            idempotency_key=f"{batch}-{n}",
+        )
+        for n in range(RUNS)
+    ]
+    with running_worker(env, POOL, "chaos", tmp_path / "worker.log") as worker:
+        finals = [final_flow_run(run.id, timeout=400) for run in runs]  # type: ignore[union-attr]
+    assert "Traceback" not in worker.output(), worker.output()[-5000:]
+    states = {run.name: run.state.type for run in finals if run.state is not None}
+    assert set(states.values()) == {StateType.COMPLETED}, states
+    for n in range(RUNS):
+        assert (out / f"{n}.txt").read_text() == f"{n * n}\n"
+
+    created = platform.created()
+    assert len(created) == RUNS, [c["name"] for c in created]
+    assert duplicated_names(created) == []
+    assert sorted(run.infrastructure_pid for run in finals) == sorted(c["id"] for c in created)
+    assert left_running(platform) == []
+    counts = proxy.counts()
+    print(f"\nprefect worker through the proxy: {counts}")
+    assert proxy.faults_injected() >= 5, counts
