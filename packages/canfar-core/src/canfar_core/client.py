@@ -84,6 +84,9 @@ class AsyncCanfarClient:
         self._context: Context | None = None
         self._repositories: list[str] | None = None
         self._known_ids: set[str] = set()
+        # Whether the server has ever answered: until then an unreachable server is a
+        # configuration problem and fails fast (RetryPolicy.first_contact_attempts).
+        self._answered = False
         self._open_lock = asyncio.Lock()
         self._facts_lock = asyncio.Lock()
         # At most as many requests in flight as the pool has connections: hundreds of
@@ -285,6 +288,7 @@ class AsyncCanfarClient:
                     await self._backoff(budget, None, "POST session", exc)
                     continue
                 raise _Ambiguous(exc, None) from None
+            self._answered = True
             if response.status_code == 200:
                 session_id = response.text.strip()
                 self._known_ids.add(session_id)
@@ -306,7 +310,7 @@ class AsyncCanfarClient:
     async def _backoff(
         self, budget: RetryBudget, retry_after: float | None, what: str, cause: object
     ) -> None:
-        wait = budget.next_delay(retry_after)
+        wait = budget.next_delay(retry_after, first_contact=not self._answered)
         if wait is None:
             if isinstance(cause, ApiError):
                 raise cause
@@ -345,6 +349,7 @@ class AsyncCanfarClient:
                     await self._backoff(budget, None, f"{method} {path}", exc)
                     continue
                 raise TransportError(f"{method} {path} failed: {_describe(exc)}") from None
+            self._answered = True
             if response.status_code < 400:
                 return response
             error = self._api_error(response)

@@ -21,12 +21,21 @@ RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How often and how long to retry a transient failure."""
+    """How often and how long to retry a transient failure.
 
-    attempts: int = 6
+    `attempts` and `total_seconds` bound one logical call: the defaults ride out about
+    two minutes of outage (a Skaha pod restarting, an ingress reloading), with waits of
+    0.5, 1, 2, 4, ... 30 s. `first_contact_attempts` is the budget while this client has
+    never had an answer from the server: a server that cannot be reached at all is far
+    more likely a wrong URL or a missing network than an outage, and the user should
+    hear so in seconds, not minutes.
+    """
+
+    attempts: int = 10
     base_delay: float = 0.5
     max_delay: float = 30.0
     total_seconds: float = 180.0
+    first_contact_attempts: int = 3
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait before retry number `attempt` (0-based), honouring Retry-After."""
@@ -47,9 +56,17 @@ class RetryBudget:
     deadline: float
     attempt: int = 0
 
-    def next_delay(self, retry_after: float | None = None) -> float | None:
-        """The wait before the next try, or None when attempts or time are used up."""
-        if self.attempt + 1 >= self.policy.attempts:
+    def next_delay(
+        self, retry_after: float | None = None, *, first_contact: bool = False
+    ) -> float | None:
+        """The wait before the next try, or None when attempts or time are used up.
+
+        `first_contact`: the server has never answered this client (see RetryPolicy).
+        """
+        attempts = self.policy.attempts
+        if first_contact:
+            attempts = min(attempts, self.policy.first_contact_attempts)
+        if self.attempt + 1 >= attempts:
             return None
         wait = self.policy.delay(self.attempt, retry_after)
         if time.monotonic() + wait > self.deadline:
