@@ -4,42 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 from canfar_core.platform import LocalPlatform
-from canfar_core.platform.testing import processes_mentioning, skaha_client, wait_for
+from canfar_core.platform.testing import processes_mentioning, served, skaha_client, wait_for
 
 IMAGE = "images.canfar.net/skaha/base:latest"
-
-
-@contextmanager
-def serve(root: Path) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
-    """Run ``canfar-local serve`` and yield (process, url, token)."""
-    cli = Path(sys.executable).with_name("canfar-local")
-    command = [str(cli)] if cli.exists() else [sys.executable, "-m", "canfar_core.platform.cli"]
-    process = subprocess.Popen(
-        [*command, "serve", "--root", str(root)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        url_line = process.stdout.readline().strip()
-        token_line = process.stdout.readline().strip()
-        assert url_line.startswith("CANFAR_URL="), (url_line, process.stderr.read())  # type: ignore[union-attr]
-        assert token_line.startswith("CANFAR_TOKEN=")
-        yield process, url_line.split("=", 1)[1], token_line.split("=", 1)[1]
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=30)
 
 
 def client_for(url: str, token: str) -> httpx.Client:
@@ -88,7 +60,7 @@ def test_sigkilled_server_restarts_and_readopts_sessions(tmp_path: Path) -> None
         "    time.sleep(0.05)\n"
         "print('long done')\n"
     )
-    with serve(root) as (process, url, token):
+    with served(root) as (process, url, token):
         with client_for(url, token) as c:
             long_id = create(c, "long", long_code)
             ok_id = create(c, "short-ok", "import time; time.sleep(0.5); print('ok')")
@@ -103,7 +75,7 @@ def test_sigkilled_server_restarts_and_readopts_sessions(tmp_path: Path) -> None
         status_file = root / "sessions" / session_id / "status.json"
         wait_for(status_file.exists, timeout=15, what=f"{session_id} status while down")
 
-    with serve(root) as (process, url, token2):
+    with served(root) as (process, url, token2):
         assert token2 == token
         with client_for(url, token) as c:
             assert status_of(c, long_id) == "Running"

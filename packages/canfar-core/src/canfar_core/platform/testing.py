@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
@@ -89,3 +94,31 @@ def skaha_client(platform: LocalPlatform, token: str | None = None, **kwargs: An
     }
     headers.update(kwargs.pop("headers", {}))
     return httpx.Client(base_url=platform.url, headers=headers, timeout=30, **kwargs)
+
+
+@contextmanager
+def served(root: Path, *options: str) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
+    """Run ``canfar-local serve --root <root> <options>``; yield (process, url, token).
+
+    A separate process, so that a test can SIGKILL the server as a crash would. At exit a
+    server still running gets SIGTERM (its sessions keep running under their supervisors).
+    """
+    cli = Path(sys.executable).with_name("canfar-local")
+    command = [str(cli)] if cli.exists() else [sys.executable, "-m", "canfar_core.platform.cli"]
+    process = subprocess.Popen(
+        [*command, "serve", "--root", str(root), *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        url_line = process.stdout.readline().strip()
+        token_line = process.stdout.readline().strip()
+        if not url_line.startswith("CANFAR_URL="):
+            raise RuntimeError(f"canfar-local serve did not start: {process.stderr.read()}")
+        yield process, url_line.split("=", 1)[1], token_line.split("=", 1)[1]
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
