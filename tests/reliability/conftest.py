@@ -17,6 +17,10 @@ import pytest
 from canfar_core.platform import LocalPlatform
 from canfar_core.platform.chaos import ChaosProxy, FaultRates
 
+from tests.snakemake.conftest import workflow
+
+__all__ = ["workflow"]  # the Snakemake tests' fixture, shared with these
+
 # What a bad night looks like: one request in six meets a fault, every kind represented.
 BAD_NIGHT = FaultRates(
     server_error=0.03,

@@ -7,13 +7,11 @@ says the sessions requested, the messages Snakemake printed, and what is left ru
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from canfar_core.platform import LocalPlatform
 
 from .conftest import SNAKEMAKE_TIMEOUT, Workflow, processes_mentioning
@@ -187,37 +185,6 @@ def test_a_bad_image_stops_before_anything_is_submitted(
     assert platform.counters().get("POST /v1/session", 0) == 0
 
 
-def test_sigint_mid_run_leaves_zero_sessions(
-    workflow: Callable[..., Workflow], wait_for: Callable[..., object]
-) -> None:
-    wf = workflow(
-        """
-        rule all:
-            input: expand("slow/{i}.txt", i=range(3))
-
-        rule slow:
-            output: "slow/{i}.txt"
-            shell: "sleep 300; touch {output}"
-        """
-    )
-    process = wf.start()
-    try:
-        wait_for(
-            lambda: len([s for s in wf.sessions() if s["status"] == "Running"]) == 3,
-            timeout=60,
-            interval=0.2,
-            what="three running sessions",
-        )
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=90)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode != 0
-    assert wf.sessions() == []
-    assert "Deleted 3 CANFAR session(s) of run" in (wf.path / "snakemake.out").read_text()
-
-
 def test_pending_timeout_fails_the_job_with_the_events(
     workflow: Callable[..., Workflow], platform_factory: Callable[..., LocalPlatform]
 ) -> None:
@@ -257,67 +224,6 @@ def test_pending_timeout_on_an_unpullable_image_shows_the_pull_errors(
     assert "was still Pending after 2 s" in result.stdout
     assert "ErrImagePull" in result.stdout and "ImagePullBackOff" in result.stdout
     assert wf.sessions() == []
-
-
-@pytest.mark.parametrize(
-    "restart_args",
-    [
-        pytest.param((), id="snakemake-record"),
-        # Snakemake forgets external job ids with --rerun-incomplete: the ledger remembers.
-        pytest.param(("--rerun-incomplete",), id="run-ledger"),
-    ],
-)
-def test_restart_after_sigkill_adopts_running_sessions(
-    workflow: Callable[..., Workflow],
-    platform: LocalPlatform,
-    wait_for: Callable[..., object],
-    restart_args: tuple[str, ...],
-) -> None:
-    wf = workflow(
-        """
-        rule all:
-            input: "after.txt"
-
-        rule slow:
-            output: "slow/{i}.txt"
-            shell: "sleep 12; echo {wildcards.i} > {output}"
-
-        rule after:
-            input: expand("slow/{i}.txt", i=range(2))
-            output: "after.txt"
-            shell: "cat {input} > {output}"
-        """
-    )
-    first = wf.start()
-    try:
-        wait_for(
-            lambda: len([s for s in wf.sessions() if s["status"] == "Running"]) == 2,
-            timeout=60,
-            interval=0.2,
-            what="two running sessions",
-        )
-    finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait(timeout=30)
-    running = {s["id"] for s in wf.sessions() if s["status"] == "Running"}
-    assert len(running) == 2
-    assert platform.counters()["POST /v1/session"] == 2
-
-    unlock = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--unlock"],
-        cwd=wf.path,
-        capture_output=True,
-        text=True,
-        timeout=SNAKEMAKE_TIMEOUT,
-    )
-    assert unlock.returncode == 0, unlock.stderr
-    second = wf.run(*restart_args)
-    assert second.returncode == 0, second.stdout
-    for session_id in running:
-        assert f"Adopting CANFAR session {session_id}" in second.stdout
-    # Only `after` was submitted; the slow jobs were not run twice.
-    assert platform.counters()["POST /v1/session"] == 3
-    assert (wf.path / "after.txt").read_text() == "0\n1\n"
 
 
 def test_local_mode_needs_no_configuration(tmp_path: Path) -> None:

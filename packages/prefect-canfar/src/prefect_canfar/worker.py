@@ -31,6 +31,7 @@ from canfar_core.errors import (
 )
 from canfar_core.outcome import TIMEOUT_EXIT_CODE, Outcome
 from canfar_core.tracker import SessionTracker
+from prefect.client.schemas.objects import StateType
 from prefect.exceptions import InfrastructureNotAvailable, InfrastructureNotFound
 from prefect.settings import PREFECT_API_URL
 from prefect.workers.base import BaseWorker, BaseWorkerResult
@@ -152,6 +153,12 @@ class CanfarWorker(
             raise
         try:
             status = await self._follow(logger, configuration, backend, request, session_id)
+            if session_id not in self._killed and await self._was_cancelled(flow_run.id):
+                # The engine in the session saw the cancellation first and ended on its
+                # own; the session would stay listed for an hour. Cancelling means
+                # "stop and clean up", as deleting a Kubernetes job does.
+                await self._delete_quietly(backend.client, session_id, logger)
+                logger.info("Flow run cancelled: deleted CANFAR session %s.", session_id)
         finally:
             self._watched_runs.discard(flow_run.id)
             observer = getattr(self, "_cancelling_observer", None)
@@ -237,6 +244,15 @@ class CanfarWorker(
         if result.status_code == TIMEOUT_EXIT_CODE or configuration.delete_session_on_completion:
             await self._delete_quietly(backend.client, outcome.session_id, logger)
         return result.status_code
+
+    async def _was_cancelled(self, flow_run_id: UUID) -> bool:
+        """Whether Prefect has the flow run as Cancelling or Cancelled (False if unknown)."""
+        try:
+            current = await self.client.read_flow_run(flow_run_id)
+        except Exception:  # the Prefect API being down must not fail the run's report
+            return False
+        state = current.state
+        return state is not None and state.type in (StateType.CANCELLING, StateType.CANCELLED)
 
     async def _delete_quietly(
         self, client: AsyncCanfarClient, session_id: str, logger: PrefectLogAdapter

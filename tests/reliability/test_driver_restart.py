@@ -1,0 +1,176 @@
+"""Driver restarts and cancellation (issue 9, item 3).
+
+Snakemake SIGKILLed mid-run and restarted must adopt the sessions of jobs still running
+(no duplicates); SIGINT must leave zero sessions; cancelling a running Prefect flow run
+must delete its session.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from canfar_core.platform import LocalPlatform
+from prefect import flow, get_client
+from prefect.client.schemas.objects import StateType
+from prefect.deployments import run_deployment
+from prefect.states import Cancelling
+
+from tests.prefect.conftest import (
+    IMAGE,
+    PrefectServer,
+    Worker,
+    final_flow_run,
+    read_flow_run,
+    running_worker,
+)
+from tests.reliability.conftest import duplicated_names, left_running, sessions_at
+from tests.snakemake.conftest import SNAKEMAKE_TIMEOUT, Workflow
+
+FLOWS = Path(__file__).parent / "flows"
+POOL = "canfar-cancel"
+
+
+def test_sigint_mid_run_leaves_zero_sessions(
+    workflow: Callable[..., Workflow], wait_for: Callable[..., object]
+) -> None:
+    wf = workflow(
+        """
+        rule all:
+            input: expand("slow/{i}.txt", i=range(3))
+
+        rule slow:
+            output: "slow/{i}.txt"
+            shell: "sleep 300; touch {output}"
+        """
+    )
+    process = wf.start()
+    try:
+        wait_for(
+            lambda: len([s for s in wf.sessions() if s["status"] == "Running"]) == 3,
+            timeout=60,
+            interval=0.2,
+            what="three running sessions",
+        )
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=90)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode != 0
+    assert wf.sessions() == []
+    assert "Deleted 3 CANFAR session(s) of run" in (wf.path / "snakemake.out").read_text()
+
+
+@pytest.mark.parametrize(
+    "restart_args",
+    [
+        pytest.param((), id="snakemake-record"),
+        # Snakemake forgets external job ids with --rerun-incomplete: the ledger remembers.
+        pytest.param(("--rerun-incomplete",), id="run-ledger"),
+    ],
+)
+def test_restart_after_sigkill_adopts_running_sessions(
+    workflow: Callable[..., Workflow],
+    platform: LocalPlatform,
+    wait_for: Callable[..., object],
+    restart_args: tuple[str, ...],
+) -> None:
+    wf = workflow(
+        """
+        rule all:
+            input: "after.txt"
+
+        rule slow:
+            output: "slow/{i}.txt"
+            shell: "sleep 12; echo {wildcards.i} > {output}"
+
+        rule after:
+            input: expand("slow/{i}.txt", i=range(2))
+            output: "after.txt"
+            shell: "cat {input} > {output}"
+        """
+    )
+    first = wf.start()
+    try:
+        wait_for(
+            lambda: len([s for s in wf.sessions() if s["status"] == "Running"]) == 2,
+            timeout=60,
+            interval=0.2,
+            what="two running sessions",
+        )
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    running = {s["id"] for s in wf.sessions() if s["status"] == "Running"}
+    assert len(running) == 2
+    assert platform.counters()["POST /v1/session"] == 2
+
+    unlock = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--unlock"],
+        cwd=wf.path,
+        capture_output=True,
+        text=True,
+        timeout=SNAKEMAKE_TIMEOUT,
+    )
+    assert unlock.returncode == 0, unlock.stderr
+    second = wf.run(*restart_args)
+    assert second.returncode == 0, second.stdout
+    for session_id in running:
+        assert f"Adopting CANFAR session {session_id}" in second.stdout
+    # Only `after` was submitted; the slow jobs were not run twice.
+    assert platform.counters()["POST /v1/session"] == 3
+    created = platform.created()
+    assert len(created) == 3 and duplicated_names(created) == []
+    assert (wf.path / "after.txt").read_text() == "0\n1\n"
+
+
+@pytest.fixture
+def cancel_worker(
+    prefect_api: PrefectServer, platform: LocalPlatform, tmp_path: Path
+) -> Iterator[Worker]:
+    env = prefect_api.env(
+        PREFECT_WORKER_QUERY_SECONDS="1",
+        PREFECT_WORKER_ENABLE_CANCELLATION="true",
+        PREFECT_WORKER_CANCELLATION_POLL_SECONDS="1",
+        PREFECT_INTEGRATIONS_CANFAR_POLL_MIN_SECONDS="0.5",
+        PREFECT_INTEGRATIONS_CANFAR_POLL_MAX_SECONDS="1",
+        CANFAR_URL=platform.url,
+        CANFAR_TOKEN=platform.token,
+    )
+    with running_worker(env, POOL, "cancel", tmp_path / "worker.log") as worker:
+        yield worker
+
+
+def test_cancelling_a_running_flow_run_leaves_zero_sessions(
+    cancel_worker: Worker,
+    platform: LocalPlatform,
+    tmp_path: Path,
+    wait_for: Callable[..., object],
+) -> None:
+    marker = tmp_path / "running"
+    source = flow.from_source(source=str(FLOWS), entrypoint="reliable_flows.py:wait_forever")
+    deployment = source.deploy(  # type: ignore[union-attr]
+        name="forever",
+        work_pool_name=POOL,
+        image=IMAGE,
+        build=False,
+        push=False,
+        print_next_steps=False,
+    )
+    run = run_deployment(deployment, parameters={"marker": str(marker)}, timeout=0)
+    wait_for(marker.exists, timeout=120, interval=0.2, what="the flow to be running")
+    session_id = read_flow_run(run.id).infrastructure_pid  # type: ignore[union-attr]
+    assert session_id and platform.session_state(session_id)["status"] == "Running"  # type: ignore[index]
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(run.id, Cancelling())  # type: ignore[union-attr]
+    done = final_flow_run(run.id, timeout=120)  # type: ignore[union-attr]
+    assert done.state is not None and done.state.type == StateType.CANCELLED, done.state
+    wait_for(lambda: sessions_at(platform) == [], timeout=30, what="no session left")
+    assert left_running(platform) == []
+    assert f"Flow run cancelled: deleted CANFAR session {session_id}." in cancel_worker.output()
+    assert "Traceback" not in cancel_worker.output(), cancel_worker.output()[-5000:]
