@@ -26,9 +26,7 @@ IMAGE = "images.canfar.net/skaha/terminal:1.1.2"
 
 def post_session(proxy: ChaosProxy, platform: LocalPlatform, name: str) -> httpx.Response:
     with httpx.Client(headers={"Authorization": f"Bearer {platform.token}"}, timeout=30) as http:
-        return http.post(
-            f"{proxy.url}/session", data={"name": name, "image": IMAGE, "cmd": "true"}
-        )
+        return http.post(f"{proxy.url}/session", data={"name": name, "image": IMAGE, "cmd": "true"})
 
 
 def test_status_faults_answer_without_reaching_the_server(
