@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from canfar_core import AsyncCanfarClient, SessionTracker, envelope
 from canfar_core.errors import SpecError
-from canfar_core.launch import encode_script
+from canfar_core.launch import encode_script, write_secrets_file
 
 IMAGE = "images.canfar.net/skaha/terminal:1.1.2"
 HOSTILE = [
@@ -140,3 +140,39 @@ def _alive(pid: int) -> bool:
             return handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
     except OSError:
         return False
+
+
+async def test_secrets_travel_in_a_file_that_the_session_deletes(platform, tmp_path: Path) -> None:
+    """Secrets reach the command, but not the request, and their file is gone after."""
+    secret = "s3cr3t 'quoted' $NOT_EXPANDED=="
+    secrets = write_secrets_file(tmp_path / "secrets" / "job.sh", {"API_KEY": secret})
+    assert secrets.stat().st_mode & 0o777 == 0o600
+    assert secrets.parent.stat().st_mode & 0o777 == 0o700
+    dump = tmp_path / "dump.json"
+    wrapped = envelope(
+        [sys.executable, "-c", DUMP],
+        env={"DUMP_TO": str(dump)},
+        state_dir=tmp_path / "state",
+        secrets_file=secrets,
+        timeout=60,
+    )
+    assert secret not in wrapped.script
+    sent = json.dumps(wrapped.spec(name="secretive", image=IMAGE).to_params())
+    assert secret not in sent and "API_KEY" not in sent
+    async with AsyncCanfarClient(url=platform.url, token=platform.token) as client:
+        session_id = await client.create(wrapped.spec(name="secretive", image=IMAGE))
+        tracker = SessionTracker(client, min_interval=0.2)
+        tracker.watch(session_id, state_dir=str(tmp_path / "state"))
+        outcome = await tracker.wait(session_id)
+        # The same envelope again: its file is consumed, so the session fails and says so.
+        again = await client.create(wrapped.spec(name="secretive-again", image=IMAGE))
+        tracker.watch(again, state_dir=str(tmp_path / "state"))
+        second = await tracker.wait(again)
+        await tracker.aclose()
+    assert outcome.exit_code == 3
+    assert json.loads(dump.read_text())["env"]["API_KEY"] == secret
+    assert not secrets.exists()
+    assert second.exit_code == 126
+    assert f"canfar-launch: the secrets file {secrets} is missing or unreadable" in second.logs
+    with pytest.raises(FileExistsError):
+        write_secrets_file(tmp_path / "state" / f"{session_id}.exit", {"A": "b"})

@@ -13,11 +13,19 @@ optional runtime limit, exit code 124 when it is exceeded), tees its output to
 `<state_dir>/<session id>.log`, writes the exit code atomically to
 `<state_dir>/<session id>.exit`, prints a final marker line and exits with the code.
 Files are named by the session id, so concurrent sessions never collide.
+
+Secrets (an API key, a workflow's `envvars:`) should not travel in the request at all:
+the server stores `env` in the Job spec, where anyone who can read the Job sees it, and
+an encoding is not a protection. With `secrets_file`, the script instead sources a 0600
+file on the shared filesystem (written beforehand with `write_secrets_file`) and deletes
+it, so the secrets exist only in that file, briefly, and in the running process.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import os
 import re
 import shlex
 from collections.abc import Mapping, Sequence
@@ -85,12 +93,16 @@ def envelope(
     state_dir: str | Path | None = None,
     timeout: float | None = None,
     shell: str = "/bin/sh",
+    secrets_file: str | Path | None = None,
 ) -> Envelope:
     """Build the envelope for `command` (an argv list, or a string run by `shell -c`).
 
     `env` values may hold anything (`=`, quotes, newlines, any size); keys must be
     shell identifiers. `workdir` defaults to the session's `$HOME`. With `state_dir`
     (a path both sides can read, e.g. on `/arc`), the log and exit code land there.
+    With `secrets_file` (see `write_secrets_file`), the command's extra environment is
+    read from that file, which the session deletes once read; a missing file fails the
+    session with exit code 126 and a sentence saying so.
     """
     if isinstance(command, str):
         if not command.strip():
@@ -112,6 +124,7 @@ def envelope(
         str(workdir) if workdir is not None else None,
         str(state_dir) if state_dir is not None else None,
         timeout,
+        str(secrets_file) if secrets_file is not None else None,
     )
     chunks = encode_script(script)
     names = [f"{SCRIPT_VAR_PREFIX}{i}" for i in range(len(chunks))]
@@ -144,16 +157,30 @@ def render_script(
     workdir: str | None,
     state_dir: str | None,
     timeout: float | None,
+    secrets_file: str | None = None,
 ) -> str:
     """The POSIX sh script the session runs (see the module docstring)."""
     lines = ["{", "__cf_rc=0"]
     lines += [f"export {key}={_q(value)}" for key, value in env.items()]
     command = " ".join(_q(a) for a in argv)
+    secrets: list[str] = []
+    if secrets_file is not None:
+        missing = f"canfar-launch: the secrets file {secrets_file} is missing or unreadable"
+        secrets = [
+            f"if [ -r {_q(secrets_file)} ]; then",
+            f"  . {_q(secrets_file)}",
+            f"  rm -f -- {_q(secrets_file)}",
+            "else",
+            f"  echo {_q(missing)} >&2",
+            "  return 126",
+            "fi",
+        ]
     if timeout is None:
-        run_body = [command]
+        run_body = [*secrets, command]
     else:
         limit = f"{timeout:g}"
         run_body = [
+            *secrets,
             "if command -v setsid >/dev/null 2>&1; then",
             f"  setsid {command} &",
             "else",
@@ -223,6 +250,31 @@ def render_script(
         ]
     lines += ["exit $__cf_rc", "} </dev/null", ""]
     return "\n".join(lines)
+
+
+def write_secrets_file(path: str | Path, secrets: Mapping[str, str]) -> Path:
+    """Write `secrets` as shell exports to a new 0600 file (its directory made 0700).
+
+    The file is created with O_EXCL, so an existing file (or a symlink planted there)
+    is never overwritten or followed. Keys must be shell identifiers.
+    """
+    for key in secrets:
+        if not ENV_KEY_PATTERN.match(key):
+            raise SpecError(f"env key {key!r}", key, "letters, digits and '_', not first a digit")
+    target = Path(path)
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    body = "".join(f"export {key}={_q(value)}\n" for key, value in secrets.items())
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(body)
+    return target
+
+
+def remove_secrets_file(path: str | Path | None) -> None:
+    """Delete a secrets file that no session consumed (never started, deleted, failed)."""
+    if path is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def exit_file(state_dir: str | Path, session_id: str) -> Path:
