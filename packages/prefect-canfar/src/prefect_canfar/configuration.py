@@ -3,13 +3,16 @@
 `CanfarWorkerJobConfiguration` is what Prefect builds from the pool's template and the
 deployment's and flow run's job variables. `session_request()` turns it into what the
 Skaha API is sent: every value that the API would mangle (the command, environment
-values with `=` or quotes, the Prefect API key) travels inside canfar-core's launch
-envelope, never as a plain `env` entry, and never in the session name.
+values with `=` or quotes) travels inside canfar-core's launch envelope, never as a
+plain `env` entry, and never in the session name. The Prefect API key travels in a 0600
+file under `state_dir` that the session deletes once read, when a `state_dir` is set;
+otherwise (the worker shares no filesystem with the sessions) inside the envelope.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from canfar_core.context import Context
@@ -28,6 +31,9 @@ if TYPE_CHECKING:
     from prefect.client.schemas.responses import DeploymentResponse
 
 DEFAULT_NAME_PREFIX = "prefect"
+# Settings that authenticate to Prefect: with a state_dir they travel in a 0600 file.
+SECRET_ENV_KEYS = ("PREFECT_API_KEY", "PREFECT_API_AUTH_STRING")
+SECRETS_SUBDIR = ".secrets"
 # The tracker's own runtime limit is a backstop behind the envelope's, which stops the
 # command itself (exit 124) and so keeps its output; give the envelope time to do so.
 TRACKER_RUNTIME_MARGIN_SECONDS = KILL_GRACE_SECONDS + 20
@@ -42,6 +48,9 @@ class SessionRequest:
     pending_timeout: float | None
     runtime_limit: float | None
     adjustments: tuple[str, ...] = ()
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    secrets_file: Path | None = None
+    secrets_in_env: tuple[str, ...] = ()
 
 
 class CanfarWorkerJobConfiguration(BaseJobConfiguration):
@@ -120,11 +129,19 @@ class CanfarWorkerJobConfiguration(BaseJobConfiguration):
                 "images.canfar.net/<project>/<name>:<tag>."
             )
         env = {key: value for key, value in self.env.items() if value is not None}
+        name = unique_name(self.name or DEFAULT_NAME_PREFIX)
+        secrets: dict[str, str] = {}
+        secrets_file = None
+        if self.state_dir:
+            secrets = {key: env.pop(key) for key in SECRET_ENV_KEYS if key in env}
+            if secrets:
+                secrets_file = Path(self.state_dir) / SECRETS_SUBDIR / f"{name}.sh"
         job = envelope(
             self.command or self._base_flow_run_command(),
             env=env,
             state_dir=self.state_dir,
             timeout=self.job_timeout_seconds,
+            secrets_file=secrets_file,
         )
         sizes: dict[str, int | None] = {
             "cores": self.cores,
@@ -144,7 +161,7 @@ class CanfarWorkerJobConfiguration(BaseJobConfiguration):
                     )
                 sizes[resource] = allowed
         spec = job.spec(
-            name=unique_name(self.name or DEFAULT_NAME_PREFIX),
+            name=name,
             image=self.image.strip(),
             cores=sizes["cores"],
             ram=sizes["ram"],
@@ -156,5 +173,12 @@ class CanfarWorkerJobConfiguration(BaseJobConfiguration):
             else None
         )
         return SessionRequest(
-            spec, job, self.pending_timeout_seconds, runtime_limit, tuple(adjustments)
+            spec,
+            job,
+            self.pending_timeout_seconds,
+            runtime_limit,
+            tuple(adjustments),
+            secrets=secrets,
+            secrets_file=secrets_file,
+            secrets_in_env=tuple(key for key in SECRET_ENV_KEYS if key in env),
         )

@@ -29,6 +29,7 @@ from canfar_core.errors import (
     SessionNotFoundError,
     TrackerOutageError,
 )
+from canfar_core.launch import remove_secrets_file, write_secrets_file
 from canfar_core.outcome import TIMEOUT_EXIT_CODE, Outcome
 from canfar_core.tracker import SessionTracker
 from prefect.client.schemas.objects import StateType
@@ -124,7 +125,20 @@ class CanfarWorker(
         request = configuration.session_request(await creator.context())
         for adjustment in request.adjustments:
             logger.info("Job variable %s.", adjustment)
-        session_id = await creator.create(request.spec)
+        if request.secrets_in_env:
+            logger.info(
+                "%s travel(s) in the session's environment, which CANFAR stores with the "
+                "session; set the job variable state_dir to a directory on /arc that this "
+                "worker can write to pass them in a 0600 file instead.",
+                ", ".join(request.secrets_in_env),
+            )
+        if request.secrets_file is not None:
+            write_secrets_file(request.secrets_file, request.secrets)
+        try:
+            session_id = await creator.create(request.spec)
+        except BaseException:
+            remove_secrets_file(request.secrets_file)
+            raise
         try:
             backend.tracker.watch(
                 session_id,
@@ -147,6 +161,7 @@ class CanfarWorker(
                 task_status.started(session_id)
         except BaseException:
             self._watched_runs.discard(flow_run.id)
+            remove_secrets_file(request.secrets_file)
             # Never leave a session that nobody watches.
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await backend.client.delete(session_id)
@@ -160,6 +175,8 @@ class CanfarWorker(
                 await self._delete_quietly(backend.client, session_id, logger)
                 logger.info("Flow run cancelled: deleted CANFAR session %s.", session_id)
         finally:
+            # Consumed by the session unless it never started (pending, deleted).
+            remove_secrets_file(request.secrets_file)
             self._watched_runs.discard(flow_run.id)
             observer = getattr(self, "_cancelling_observer", None)
             if observer is not None:

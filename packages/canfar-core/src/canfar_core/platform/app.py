@@ -495,6 +495,7 @@ def session_state(record: SessionRecord) -> dict[str, Any]:
         "reason": record.reason,
         "message": record.message,
         "argv": record.argv,
+        "env": record.env,
         "supervisor_pid": record.supervisor_pid,
         "child_pid": record.child_pid,
     }
