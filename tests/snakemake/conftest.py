@@ -71,11 +71,15 @@ class Workflow:
 
     def start(self, *args: str) -> subprocess.Popen[str]:
         """Start Snakemake in the background (output to `snakemake.out`)."""
+        return self.start_with(self.env(), *args)
+
+    def start_with(self, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+        """Start Snakemake in the background with this environment."""
         out = open(self.path / "snakemake.out", "w")  # noqa: SIM115 - closed by the child's exit
         return subprocess.Popen(
             self.argv(*args),
             cwd=self.path,
-            env=self.env(),
+            env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             text=True,
