@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, SecretStr
@@ -80,24 +81,39 @@ def resolve_config(
     home: Path | None = None,
     timeout: float | None = None,
     check_expiry: bool = True,
+    source: str = "arguments",
 ) -> CanfarConfig:
-    """Resolve the server URL and credentials (see the module docstring for the order)."""
+    """Resolve the server URL and credentials (see the module docstring for the order).
+
+    `source` names where `token`/`certificate` came from in messages (a plugin passes
+    its setting's name, e.g. `--canfar-token`), so a refusal points at what to fix.
+    """
     env = os.environ if environ is None else environ
     home = home if home is not None else Path.home()
     saved = _read_official_config(home)
     registry = saved.get("registry") or {}
-    resolved_url = (url or env.get("CANFAR_URL") or _saved_server_url(saved) or DEFAULT_URL).rstrip(
-        "/"
-    )
+    if url:
+        chosen, label = url, "url"
+    elif env.get("CANFAR_URL"):
+        chosen, label = env["CANFAR_URL"], "CANFAR_URL"
+    else:
+        chosen = _saved_server_url(saved) or DEFAULT_URL
+        label = f"url in {home / '.canfar' / 'config.yaml'}"
+    resolved_url = chosen.strip().rstrip("/")
+    check_url(resolved_url, label)
     extra = {
         "registry_username": registry.get("username") or None,
         "registry_secret": SecretStr(registry["secret"]) if registry.get("secret") else None,
-        "timeout": float(timeout or env.get("CANFAR_TIMEOUT") or 30.0),
+        "timeout": (
+            _timeout(timeout, "timeout")
+            if timeout is not None
+            else _timeout(env.get("CANFAR_TIMEOUT"), "CANFAR_TIMEOUT")
+        ),
     }
     if resolved_url == LOCAL_URL:
         return CanfarConfig(url=LOCAL_URL, source="local", **extra)
     creds = (
-        _explicit(token, certificate, "arguments")
+        _explicit(token, certificate, source)
         or _explicit(env.get("CANFAR_TOKEN"), env.get("CANFAR_CERTIFICATE"), "environment")
         or _saved_credentials(saved, home)
         or _default_certificate(home)
@@ -111,6 +127,43 @@ def resolve_config(
     if check_expiry:
         config.check_expiry()
     return config
+
+
+def url_problem(url: str) -> str | None:
+    """What a CANFAR URL must look like, when `url` does not; None when it is usable.
+
+    A URL without `https://` (`ws-uv.canfar.net/skaha/v1`, pasted from a browser bar)
+    would otherwise reach httpx as a relative URL and fail only after every retry, as
+    an "unsupported protocol" transport error that names no setting.
+    """
+    if url == LOCAL_URL:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme in ("https", "http") and parts.hostname:
+        return None
+    return f"use a URL that starts with https://, such as {DEFAULT_URL}, or '{LOCAL_URL}'"
+
+
+def check_url(url: str, field: str = "url") -> None:
+    """Raise ConfigurationError naming `field` when `url` is not a usable CANFAR URL."""
+    problem = url_problem(url)
+    if problem is not None:
+        raise ConfigurationError(f"{field}={url!r} is not allowed: {problem}.")
+
+
+def _timeout(value: object, field: str) -> float:
+    """The request timeout in seconds; a sentence instead of float()'s ValueError."""
+    if value is None or value == "":
+        return 30.0
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise ConfigurationError(
+            f"{field}={value!r} is not allowed: a number of seconds greater than 0."
+        )
+    return seconds
 
 
 def _explicit(

@@ -6,6 +6,8 @@ the server accepts at or above it; that rule lives here once.
 
 from __future__ import annotations
 
+import math
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from canfar_core.errors import SpecError
@@ -58,8 +60,9 @@ class Context(BaseModel):
         Raises SpecError naming `field` (default: the resource) and the allowed maximum
         when the request is above every option.
         """
-        opts = self.options_for(resource).options
         label = field or resource
+        at_least = _number(label, at_least)
+        opts = self.options_for(resource).options
         if not opts:
             raise SpecError(label, at_least, f"this server offers no {resource} options")
         for value in opts:
@@ -70,10 +73,25 @@ class Context(BaseModel):
 
     def check(self, resource: str, value: float) -> None:
         """Validate a value exactly as the server will: `int(value)` must be an option."""
+        value = _number(resource, value)
         opts = self.options_for(resource).options
-        if int(value) not in opts or value <= 0:
+        if value <= 0 or int(value) not in opts:
             shown = _describe(opts)
             raise SpecError(resource, value, f"allowed values are {shown}")
+
+
+def _number(field: str, value: object) -> float:
+    """`value` as a finite number, or SpecError: a user's "abc" must not become a
+    ValueError from `int()` or a TypeError from a comparison."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise SpecError(field, value, "a number")
+    try:
+        number = float(value)
+    except ValueError:
+        raise SpecError(field, value, "a number") from None
+    if not math.isfinite(number):
+        raise SpecError(field, value, "a finite number")
+    return number
 
 
 def _describe(options: list[int]) -> str:

@@ -8,11 +8,20 @@ its YAML) must be refused here, with a sentence, before anything is sent.
 
 from __future__ import annotations
 
+import difflib
+import math
 import re
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from canfar_core.errors import SpecError
 from canfar_core.phase import Phase, split_status
@@ -168,7 +177,7 @@ class SessionSpec(BaseModel):
     `canfar_core.launch.envelope` to carry arbitrary values, argv and a working directory.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
     image: str
@@ -181,7 +190,12 @@ class SessionSpec(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
 
     def __init__(self, **data: Any) -> None:
-        super().__init__(**data)
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            # A pydantic report is several lines about "input" and "type"; the caller
+            # gets the same one sentence as for every other refusal.
+            raise _spec_error(exc, data) from None
         # Checked after construction so SpecError reaches the caller as itself
         # (pydantic would wrap a ValueError raised inside a validator).
         self._check()
@@ -203,6 +217,8 @@ class SessionSpec(BaseModel):
         if self.kind not in SESSION_TYPES:
             raise SpecError("kind", self.kind, f"one of {', '.join(SESSION_TYPES)}")
         for field, value in (("cores", self.cores), ("ram", self.ram)):
+            if value is not None and not math.isfinite(value):
+                raise SpecError(field, value, "a finite number of at least 1")
             if value is not None and value < 1:
                 raise SpecError(field, value, "the value must be at least 1")
         if self.gpus is not None and self.gpus < 1:
@@ -257,3 +273,39 @@ class SessionSpec(BaseModel):
             params.append(("args", escape_dollars(self.args)))
         params.extend(("env", f"{key}={escape_dollars(value)}") for key, value in self.env.items())
         return params
+
+
+# What each SessionSpec field takes, for refusals of a value of the wrong type.
+_SPEC_TAKES = {
+    "name": "a session name (lower-case letters, digits and '-')",
+    "image": "an image reference such as images.canfar.net/<project>/<name>:<tag>",
+    "kind": f"one of {', '.join(SESSION_TYPES)}",
+    "cores": "a number of cores of at least 1",
+    "ram": "a number of GiB of at least 1",
+    "gpus": "a whole number of GPUs of at least 1, or None for none",
+    "cmd": "a string",
+    "args": "a string",
+    "env": "a mapping of variable names to string values",
+}
+
+
+# The refusal of a missing field, worded as for an empty one.
+_SPEC_REQUIRED = {"name": "a session needs a name", "image": "an image reference is required"}
+
+
+def _spec_error(exc: ValidationError, data: dict[str, Any]) -> SpecError:
+    """The first problem of a pydantic report, as the one-sentence SpecError."""
+    error = exc.errors()[0]
+    loc = error.get("loc") or ("?",)
+    field = str(loc[0])
+    if error["type"] == "extra_forbidden":
+        fields = list(SessionSpec.model_fields)
+        close = difflib.get_close_matches(field, fields, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        return SpecError(field, data.get(field), f"SessionSpec takes {', '.join(fields)}{hint}")
+    if error["type"] == "missing":
+        return SpecError(field, None, _SPEC_REQUIRED.get(field, "a value is required"))
+    if field == "env" and len(loc) > 1:
+        key = loc[1]
+        return SpecError(f"env[{key}]", error.get("input"), "environment values are strings")
+    return SpecError(field, error.get("input"), _SPEC_TAKES.get(field, error["msg"]))
