@@ -63,9 +63,15 @@ class CanfarCredentials(Block):
         return self
 
     def resolve(self, url: str | None = None) -> CanfarConfig:
-        """The canfar-core configuration these credentials describe (`url` overrides)."""
+        """The canfar-core configuration these credentials describe (`url` overrides).
+
+        Messages about the token or certificate (expired, missing, refused) name this
+        block as their source, which is where the user has to fix them.
+        """
         certificate = Path(self.certificate).expanduser() if self.certificate else None
-        return resolve_config(url or self.url, self.token, certificate)
+        name = self._block_document_name
+        source = f"the CANFAR Credentials block {name!r}" if name else "the CANFAR credentials"
+        return resolve_config(url or self.url, self.token, certificate, source=source)
 
 
 class CanfarRegistryCredentials(Block):

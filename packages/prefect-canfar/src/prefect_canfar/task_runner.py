@@ -22,9 +22,11 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +44,45 @@ from prefect.task_runners import TaskRunner
 from prefect_canfar.credentials import CanfarCredentials
 from prefect_canfar.handoff import CALL_FILE, STATE_FILE
 from prefect_canfar.local_modules import pickled_by_value
-from prefect_canfar.options import SessionOptions, current_options, options_from_tags
+from prefect_canfar.options import (
+    SessionOptions,
+    checked_options,
+    current_options,
+    options_from_tags,
+)
 
 log = logging.getLogger(__name__)
 
 LOCAL_IMAGE = "images.canfar.net/skaha/astroml:latest"
 LOG_TAIL_LINES = 40
+
+
+class TaskArgumentError(SpecError, TypeError):
+    """A task's argument cannot be sent to its session (it cannot be pickled).
+
+    A SpecError like every other refusal before submission, and a TypeError like the
+    pickling error it replaces; the message is one sentence naming the task, the
+    argument and its type, instead of pickle's "cannot pickle '_thread.lock' object".
+    """
+
+    def __init__(self, task_name: str, argument: str | None, value: object, cause: str) -> None:
+        kind = type(value).__name__
+        if argument is None:
+            field = f"task {task_name!r}"
+            allowed = (
+                f"the task, its arguments and the flow's context must be picklable to run "
+                f"in a CANFAR session ({cause})"
+            )
+            message = f"Task {task_name!r} is not allowed: {allowed}."
+        else:
+            field = f"argument {argument!r} of task {task_name!r}"
+            allowed = (
+                f"a {kind} cannot be pickled to send it to the CANFAR session ({cause}); "
+                f"pass plain data or a file path, and create the {kind} inside the task"
+            )
+            message = f"Argument {argument!r} of task {task_name!r} is not allowed: {allowed}."
+        self.field, self.value, self.allowed = field, kind, allowed
+        Exception.__init__(self, message)
 
 
 class CanfarTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
@@ -88,10 +123,16 @@ class CanfarTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         task_timeout: float | None = None,
     ) -> None:
         super().__init__()
-        if max_sessions < 1:
-            raise SpecError("max_sessions", max_sessions, "at least 1")
+        if isinstance(max_sessions, bool) or not isinstance(max_sessions, int) or max_sessions < 1:
+            raise SpecError("max_sessions", max_sessions, "a whole number of at least 1")
+        for name, value in (("pending_timeout", pending_timeout), ("task_timeout", task_timeout)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or not value > 0
+            ):
+                raise SpecError(name, value, "a number of seconds greater than 0, or None")
         self.image = image
-        self.defaults = SessionOptions(cores=cores, ram=ram, gpus=gpus, image=image)
+        # Refuse a wrong type or sign here, where it was written, not at the first submit.
+        self.defaults = checked_options(cores=cores, ram=ram, gpus=gpus, image=image)
         self.shared_dir = str(shared_dir) if shared_dir is not None else None
         self.url = url
         self.credentials = credentials
@@ -102,6 +143,7 @@ class CanfarTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         self.task_timeout = task_timeout
         self._service: _SessionService | None = None
         self._service_lock = threading.Lock()
+        self._task_root: Path | None = None
         self._cached_context: dict[str, Any] | None = None
         self._cached_env: dict[str, str] | None = None
 
@@ -161,9 +203,12 @@ class CanfarTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         from prefect.logging import get_run_logger
         from prefect.settings import get_current_settings
 
+        # Everything that can be refused is checked here, before a thread starts or a
+        # session is created, so the mistake surfaces at the `.submit()` that made it.
         service = self._ensure_service()
         options = current_options().over(options_from_tags(task.tags or ())).over(self.defaults)
         options = self._validated(service, options)
+        self.task_root()
         if self._cached_context is None:
             self._cached_context = serialize_context()
             self._cached_env = get_current_settings().to_environment_variables(exclude_unset=True)
@@ -183,6 +228,7 @@ class CanfarTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
             env=dict(self._cached_env or {}),
             options=options,
             logger=run_logger,
+            flow_run_id=flow_ctx.flow_run.id if flow_ctx and flow_ctx.flow_run else None,
         )
         # The thread runs in a copy of this context: Prefect settings and the flow run
         # context live in context variables, which a bare thread would not see.
@@ -209,13 +255,22 @@ class CanfarTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
             return self._service
 
     def _validated(self, service: _SessionService, options: SessionOptions) -> SessionOptions:
-        """Check resources against the server's /context before anything is submitted."""
+        """Check image and resources against the server before anything is submitted.
+
+        `gpus=0` (a block's way to override a runner default of some) becomes "none".
+        """
+        if options.gpus == 0:
+            options = replace(options, gpus=None)
         if options.image is None:
             if not service.local:
                 raise SpecError(
                     "image", None, "CanfarTaskRunner needs an image (e.g. images.canfar.net/...)"
                 )
             options = SessionOptions(image=LOCAL_IMAGE).over(options)
+        registries = service.repositories()
+        image = options.image or LOCAL_IMAGE
+        if registries and not any(image.startswith(host) for host in registries):
+            raise SpecError("image", image, f"images must come from {', '.join(registries)}")
         context = service.context()
         for resource in ("cores", "ram", "gpus"):
             value = getattr(options, resource)
@@ -228,9 +283,26 @@ class CanfarTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         return self.python or (sys.executable if local else "python")
 
     def task_root(self) -> Path:
-        """Where pickled calls and States are exchanged."""
+        """Where pickled calls and States are exchanged (checked writable on first use).
+
+        A directory that cannot be written would otherwise fail inside the task's
+        thread with a bare OSError, after the task was accepted.
+        """
+        if self._task_root is not None:
+            return self._task_root
         root = Path(self.shared_dir or Path.home() / ".cache" / "prefect-canfar" / "tasks")
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with tempfile.NamedTemporaryFile(dir=root, prefix=".canfar-probe-"):
+                pass
+        except OSError as exc:
+            raise SpecError(
+                "shared_dir",
+                str(root),
+                "a directory both the flow and the sessions can write (on CANFAR, under "
+                f"/arc); this one cannot be created or written ({exc.strerror or exc})",
+            ) from None
+        self._task_root = root
         return root
 
 
@@ -254,6 +326,10 @@ class _SessionService:
         if self._context is None:
             self._context = self.client.context()
         return self._context
+
+    def repositories(self) -> list[str]:
+        """The registries images must come from (cached by the client)."""
+        return self.client.repositories()
 
     def run(
         self,
@@ -325,6 +401,7 @@ class _TaskJob:
         env: dict[str, str],
         options: SessionOptions,
         logger: Any,
+        flow_run_id: uuid.UUID | None = None,
     ) -> None:
         self.runner = runner
         self.service = service
@@ -337,13 +414,42 @@ class _TaskJob:
         self.env = env
         self.options = options
         self.logger = logger
+        self.flow_run_id = flow_run_id
 
     def run(self, future: concurrent.futures.Future[Any]) -> None:
         """Thread body: never raises; the future gets a State or the exception."""
         try:
             future.set_result(self._run())
+        except TaskArgumentError as exc:
+            future.set_result(self._refused(exc))
         except BaseException as exc:
             future.set_exception(exc)
+
+    def _refused(self, exc: TaskArgumentError) -> Any:
+        """A Failed state for a task that could not be sent; recorded in the API.
+
+        Its arguments are only known once upstream futures resolve, so this is found in
+        the thread; no session was created. The run is created in the API already
+        Failed, so the UI shows the sentence where the task would have been.
+        """
+        from prefect.states import Failed
+
+        self.logger.error("%s", exc)
+        state = Failed(message=str(exc), data=exc)
+        try:
+            from prefect.client.orchestration import get_client
+
+            with get_client(sync_client=True) as client:
+                client.create_task_run(
+                    task=self.task,
+                    flow_run_id=self.flow_run_id,
+                    dynamic_key=str(self.task_run_id),
+                    id=self.task_run_id,
+                    state=state,
+                )
+        except Exception:  # the API is a mirror here; the flow still gets the state
+            log.debug("Task run %s not recorded in the API.", self.task_run_id, exc_info=True)
+        return state
 
     def _run(self) -> Any:
         from prefect.utilities.engine import resolve_inputs_sync
@@ -368,21 +474,36 @@ class _TaskJob:
         from prefect_canfar.remote import run_task_in_session
 
         with pickled_by_value(self.task.fn):
-            call = cloudpickle_wrapped_call(
-                run_task_in_session,
-                env=self.env,
-                task=self.task,
-                task_run_id=self.task_run_id,
-                parameters=parameters,
-                wait_for=wait_for,
-                return_type="state",
-                dependencies=self.dependencies,
-                context=self.context,
-            )
-            payload = cloudpickle.dumps(call)
+            try:  # `cloudpickle_wrapped_call` pickles its arguments already
+                call = cloudpickle_wrapped_call(
+                    run_task_in_session,
+                    env=self.env,
+                    task=self.task,
+                    task_run_id=self.task_run_id,
+                    parameters=parameters,
+                    wait_for=wait_for,
+                    return_type="state",
+                    dependencies=self.dependencies,
+                    context=self.context,
+                )
+                payload = cloudpickle.dumps(call)
+            except Exception as exc:
+                raise self._unpicklable(parameters, exc) from None
         fd = os.open(task_dir / CALL_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
+
+    def _unpicklable(self, parameters: dict[str, Any], exc: Exception) -> TaskArgumentError:
+        """Name the argument that cannot be pickled (or the task, when none is at fault)."""
+        import cloudpickle
+
+        cause = f"{exc.__class__.__name__}: {exc}"
+        for name, value in parameters.items():
+            try:
+                cloudpickle.dumps(value)
+            except Exception:
+                return TaskArgumentError(self.task.name, name, value, cause)
+        return TaskArgumentError(self.task.name, None, self.task, cause)
 
     def _run_session(self, task_dir: Path) -> Any:
         import cloudpickle

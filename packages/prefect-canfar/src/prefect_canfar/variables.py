@@ -14,9 +14,11 @@ another name, with a message listing the known ones; the worker checks again
 from __future__ import annotations
 
 import difflib
+import posixpath
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from canfar_core.errors import SpecError
 from prefect.workers.base import BaseVariables
 from pydantic import Field
 
@@ -149,7 +151,9 @@ class CanfarWorkerVariables(BaseVariables):
         title="State directory",
         description="A directory both the worker and the sessions can read and write "
         "(e.g. under /arc/home/<user>); each session's output and exit code are kept "
-        "there, so they survive the session's removal and cost no API requests.",
+        "there, so they survive the session's removal and cost no API requests; the "
+        "Prefect API key is handed over there in a 0600 file the session deletes, instead "
+        "of in the session's environment.",
     )
 
     @classmethod
@@ -187,10 +191,16 @@ def unknown_variables(values: Mapping[str, Any], known: Iterable[str]) -> list[s
 
 
 def check_variable_names(values: Mapping[str, Any], known: Iterable[str]) -> None:
-    """Raise ValueError naming each unknown job variable and listing the known ones."""
+    """Raise ValueError naming each unknown job variable and listing the known ones.
+
+    Then refuse the values the pool's schema lets through but that cannot work
+    (`check_variable_values`): this is the worker's one look at the job variables
+    before it builds the session.
+    """
     known = sorted(known)
     unknown = unknown_variables(values, known)
     if not unknown:
+        check_variable_values(values)
         return
     hints = []
     for name in unknown:
@@ -204,3 +214,23 @@ def check_variable_names(values: Mapping[str, Any], known: Iterable[str]) -> Non
         f"Unknown job {noun} {', '.join(hints)} for a CANFAR work pool; the known job "
         f"variables are {', '.join(known)}."
     )
+
+
+def check_variable_values(values: Mapping[str, Any]) -> None:
+    """Raise SpecError for job variable values that are well-typed but cannot work.
+
+    `state_dir` must be absolute: the worker resolves a relative path against its own
+    working directory and the session against its home, so each would look in a
+    different place and the session's output and exit code would never be found.
+    Templated values (`{{ ... }}`) are left alone: only Prefect's rendering knows them.
+    """
+    state_dir = values.get("state_dir")
+    if not isinstance(state_dir, str) or not state_dir or "{{" in state_dir:
+        return
+    if not posixpath.isabs(state_dir):
+        raise SpecError(
+            "state_dir",
+            state_dir,
+            "use an absolute path that both the worker and the sessions can read and "
+            "write, e.g. /arc/home/<user>/prefect-state",
+        )
