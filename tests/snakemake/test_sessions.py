@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from canfar_core.launch import write_secrets_file
 from canfar_core.outcome import OutcomeKind
 from canfar_core.platform import LocalPlatform
 from canfar_core.sync import CanfarClient
@@ -34,14 +35,15 @@ def start(
     watcher: SessionWatcher, tmp_path: Path, command: str, request: SessionRequest, name: str
 ) -> str:
     state_dir = tmp_path / "sessions"
+    secrets = write_secrets_file(tmp_path / "secrets" / f"{name}.sh", {"WEIRD": 'x=1 "y" $z'})
     spec = build_spec(
         label=f"rule {name}",
         command=command,
-        env={"WEIRD": 'x=1 "y" $z'},
         workdir=tmp_path,
         state_dir=state_dir,
         name=f"smk-test-{name}-1-1",
         request=request,
+        secrets_file=secrets,
     )
     session_id = watcher.client.create(spec)
     watcher.watch(
@@ -75,3 +77,4 @@ def test_workdir_and_environment_arrive_intact(
     outcome = wait_for(lambda: watcher.outcome(session_id), timeout=30, what="the outcome")
     assert outcome.success
     assert f'{tmp_path}\nx=1 "y" $z\n' in outcome.logs
+    assert not (tmp_path / "secrets" / "env.sh").exists(), "the session deletes what it read"

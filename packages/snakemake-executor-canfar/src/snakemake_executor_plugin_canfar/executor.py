@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import AsyncGenerator
@@ -27,6 +28,7 @@ from canfar_core.errors import (
     PermissionDeniedError,
     SpecError,
 )
+from canfar_core.launch import remove_secrets_file
 from canfar_core.models import Session, SessionSpec
 from canfar_core.outcome import Outcome
 from canfar_core.phase import Phase
@@ -50,7 +52,12 @@ from snakemake_executor_plugin_canfar.naming import (
 from snakemake_executor_plugin_canfar.resources import Defaults, RequestError, plan_request
 from snakemake_executor_plugin_canfar.settings import ExecutorSettings, settings_problems
 from snakemake_executor_plugin_canfar.status import SessionWatcher
-from snakemake_executor_plugin_canfar.submission import Plan, build_spec, create_all
+from snakemake_executor_plugin_canfar.submission import (
+    Plan,
+    build_spec,
+    create_all,
+    write_secrets,
+)
 
 log = logging.getLogger(__name__)
 
@@ -122,24 +129,30 @@ class Executor(RemoteExecutor):
 
         self.state_dir = (settings.state_dir or self.workdir / ".snakemake" / "canfar").resolve()
         self.sessions_dir = self.state_dir / "sessions"
+        self.secrets_dir = self.state_dir / "secrets"
         self.logdir = (settings.logdir or self.state_dir / "logs").resolve()
-        try:
-            self.sessions_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise WorkflowError(
-                f"Cannot create the state directory {self.sessions_dir}: {exc}"
-            ) from None
+        _check_writable(self.sessions_dir, "--canfar-state-dir", settings.state_dir)
+        if settings.logdir is not None:
+            _check_writable(self.logdir, "--canfar-logdir", settings.logdir)
 
         self.client = CanfarClient(config)
         where = "the embedded platform" if config.is_local else config.url
         try:
             self.context = self.client.context()
             registries = self.client.repositories()
-        except (AuthenticationError, PermissionDeniedError) as exc:
+        except AuthenticationError as exc:
             self.client.close()
             raise WorkflowError(
                 f"CANFAR at {where} refused the credentials from {config.source} "
                 f"({exc.reason or exc.status}); renew them with `canfar login`."
+            ) from None
+        except PermissionDeniedError as exc:
+            # 403: the credentials are valid, so renewing them would not help.
+            self.client.close()
+            raise WorkflowError(
+                f"CANFAR at {where} accepted the credentials from {config.source} but "
+                f"denied access ({exc.reason or exc.status}): this account may not use the "
+                "platform; ask CANFAR support (support@canfar.net) for access."
             ) from None
         except ConfigurationError as exc:
             self.client.close()
@@ -149,12 +162,16 @@ class Executor(RemoteExecutor):
             raise WorkflowError(f"Cannot reach CANFAR at {where}: {exc}") from None
 
         image = settings.image or (LOCAL_DEFAULT_IMAGE if self.same_machine else None)
+        problems = []
         if image and registries and not any(image.startswith(r) for r in registries):
-            self.client.close()
-            raise WorkflowError(
+            problems.append(
                 f"--canfar-image={image!r} is not allowed: images must come from "
                 f"{', '.join(registries)}."
             )
+        problems += self._size_problems()
+        if problems:
+            self.client.close()
+            raise WorkflowError(" ".join(problems))
         self.defaults = Defaults(
             image=image, cores=settings.cores, ram=settings.ram, gpus=settings.gpus
         )
@@ -187,11 +204,35 @@ class Executor(RemoteExecutor):
             f"{run_prefix(self.run_id)}*; logs in {self.logdir}."
         )
 
+    def _size_problems(self) -> list[str]:
+        """The --canfar-cores/ram/gpus defaults the server cannot grant, one sentence each.
+
+        Checked once here rather than per job: a default above the server's largest
+        option would otherwise fail every job with a message naming the job's
+        threads or memory instead of the flag that was wrong.
+        """
+        problems = []
+        for name in ("cores", "ram", "gpus"):
+            value = getattr(self.settings, name)
+            if not value:
+                continue
+            try:
+                self.context.smallest_allowed(name, value, field=f"--canfar-{name}")
+            except SpecError as exc:
+                problems.append(str(exc))
+        return problems
+
     def _resolve_config(self) -> CanfarConfig:
         settings = self.settings
+        # Name the setting the credentials came from, not "arguments": the user set a
+        # flag or SNAKEMAKE_CANFAR_TOKEN, and that is what a refusal must point at.
+        source = "--canfar-token" if settings.token else "--canfar-certificate"
         try:
             config = resolve_config(
-                url=settings.url, token=settings.token, certificate=settings.certificate
+                url=settings.url,
+                token=settings.token,
+                certificate=settings.certificate,
+                source=source,
             )
         except ConfigurationError as exc:
             raise WorkflowError(str(exc)) from None
@@ -262,8 +303,14 @@ class Executor(RemoteExecutor):
             except RequestError as exc:
                 self.report_job_error(SubmittedJobInfo(job), msg=f"{exc} ")
                 continue
-            if not self._try_adopt(plan):
-                plans.append(plan)
+            if self._try_adopt(plan):
+                continue
+            try:
+                write_secrets(plan, self.envvars())
+            except (RequestError, OSError) as exc:
+                self.report_job_error(SubmittedJobInfo(job), msg=f"{exc} ")
+                continue
+            plans.append(plan)
         if not plans:
             return
         keys = {p.spec.name: p.key for p in plans}
@@ -280,6 +327,8 @@ class Executor(RemoteExecutor):
         )
         fatal: BaseException | None = None
         for plan, result in zip(plans, results, strict=True):
+            if not isinstance(result, str):
+                remove_secrets_file(plan.secrets_file)
             if isinstance(result, str):
                 self._start(plan, result)
             elif isinstance(
@@ -322,14 +371,15 @@ class Executor(RemoteExecutor):
             command = self.format_job_exec(job)
         finally:
             self._formatting_cores = None
+        secrets_file = self.secrets_dir / f"{name}.sh" if self.envvars() else None
         spec = build_spec(
             label=label,
             command=command,
-            env=self.envvars(),
             workdir=self.workdir,
             state_dir=self.sessions_dir,
             name=name,
             request=request,
+            secrets_file=secrets_file,
         )
         wildcards = None if is_group else getattr(job, "wildcards_dict", None)
         return Plan(
@@ -341,6 +391,7 @@ class Executor(RemoteExecutor):
             key=job_key(job.output),
             request=request,
             spec=spec,
+            secrets_file=secrets_file,
         )
 
     def _on_created(self, key: str, spec: SessionSpec, session_id: str) -> None:
@@ -454,6 +505,7 @@ class Executor(RemoteExecutor):
         session_id = outcome.session_id
         dest = job_log_path(self.logdir, plan.log_rule, plan.wildcards, plan.job.jobid, session_id)
         saved = save_job_log(outcome, state_dir=self.sessions_dir, dest=dest)
+        remove_secrets_file(plan.secrets_file)  # if the session never started to read it
         self.ledger.record_done(session_id)
         if not self.settings.keep_sessions:
             self.watcher.delete_later(session_id)
@@ -496,6 +548,8 @@ class Executor(RemoteExecutor):
             return
         for session_id in ids - set(left):
             self.ledger.record_done(session_id)
+        for unread in self.secrets_dir.glob(f"{run_prefix(self.run_id)}*.sh"):
+            remove_secrets_file(unread)
         if left:
             self.logger.error(
                 f"Could not delete CANFAR sessions {', '.join(left)}; delete them with "
@@ -512,6 +566,29 @@ class Executor(RemoteExecutor):
             watcher.close()
             if self.is_local:
                 _stop_embedded_platform()
+
+
+def _check_writable(directory: Path, flag: str, given: Path | None) -> None:
+    """Create `directory` and write a file in it, or raise a one-sentence WorkflowError.
+
+    Sessions write their logs and exit codes there; finding out after the first job
+    ran would cost a session and report a confusing failure instead of this.
+    """
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".canfar-probe-"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or exc.__class__.__name__
+        if given is None:
+            raise WorkflowError(
+                f"The state directory {directory} cannot be created or written ({reason}): "
+                f"run Snakemake in a directory you can write, or set {flag}."
+            ) from None
+        raise WorkflowError(
+            f"{flag}={str(given)!r} is not allowed: {directory} cannot be created or "
+            f"written ({reason}); use a directory on the shared filesystem that you can write."
+        ) from None
 
 
 def _resource_dict(job: JobExecutorInterface) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from canfar_core.config import url_problem
 from snakemake_interface_executor_plugins.settings import CommonSettings, ExecutorSettingsBase
 
 DEFAULT_PENDING_TIMEOUT = 3600
@@ -171,12 +172,31 @@ class ExecutorSettings(ExecutorSettingsBase):
 
 
 def settings_problems(settings: ExecutorSettings) -> list[str]:
-    """One sentence per invalid setting (field, value, what is allowed)."""
+    """One sentence per invalid setting (field, value, what is allowed).
+
+    Only what can be judged without the server; the sizes are checked against its
+    `/context` options once it has been reached (`Executor._setup`).
+    """
     problems = []
-    for name in ("cores", "ram", "gpus"):
+    if settings.url is not None:
+        problem = url_problem(settings.url.strip().rstrip("/"))
+        if problem is not None:
+            problems.append(f"--canfar-url={settings.url!r} is not allowed: {problem}.")
+    if settings.image is not None and not settings.image.strip():
+        problems.append(
+            f"--canfar-image={settings.image!r} is not allowed: give an image such as "
+            "images.canfar.net/<project>/<name>:<tag>."
+        )
+    for name in ("cores", "ram"):
         value = getattr(settings, name)
         if value is not None and value < 1:
             problems.append(f"--canfar-{name}={value} is not allowed: it must be at least 1.")
+    if settings.gpus is not None and settings.gpus < 1:
+        # Unset already means no GPUs; 0 or less is most likely a typo for a count.
+        problems.append(
+            f"--canfar-gpus={settings.gpus} is not allowed: leave it unset for no GPUs, "
+            "otherwise at least 1."
+        )
     if settings.pending_timeout < 0:
         problems.append(
             f"--canfar-pending-timeout={settings.pending_timeout} is not allowed: "

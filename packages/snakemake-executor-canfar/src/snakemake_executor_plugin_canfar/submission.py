@@ -2,9 +2,11 @@
 
 The job command goes through canfar-core's launch envelope: the server splits `args`
 on spaces, drops `env` values containing `=` and breaks on quotes, and Snakemake's
-command is full of all three. The envelope also carries `--envvars`/`envvars:` values
-(so they never appear in the command string or the logs), changes to the workflow
-directory (sessions start in `$HOME`), enforces the runtime and records the exit code.
+command is full of all three. `--envvars`/`envvars:` values (Snakemake's way to hand
+secrets to jobs) travel in a 0600 file in the state directory that the session sources
+and deletes, so they are in neither the request, the command string nor the logs. The
+envelope also changes to the workflow directory (sessions start in `$HOME`), enforces
+the runtime and records the exit code.
 
 Creating a session takes seconds on CANFAR, so a batch of ready jobs is created
 concurrently (bounded), each attempt under its own name so that the client can adopt
@@ -21,7 +23,7 @@ from typing import Any
 
 from canfar_core.client import AsyncCanfarClient
 from canfar_core.errors import SpecError
-from canfar_core.launch import envelope
+from canfar_core.launch import envelope, remove_secrets_file, write_secrets_file
 from canfar_core.models import SessionSpec
 
 from snakemake_executor_plugin_canfar.resources import RequestError, SessionRequest
@@ -43,6 +45,7 @@ class Plan:
     key: str
     request: SessionRequest
     spec: SessionSpec = field(repr=False)
+    secrets_file: Path | None = None
 
     @property
     def runtime_limit(self) -> float | None:
@@ -55,20 +58,23 @@ def build_spec(
     *,
     label: str,
     command: str,
-    env: Mapping[str, str],
     workdir: Path,
     state_dir: Path,
     name: str,
     request: SessionRequest,
+    secrets_file: Path | None = None,
 ) -> SessionSpec:
-    """The session spec that runs `command` through the envelope."""
+    """The session spec that runs `command` through the envelope.
+
+    `secrets_file`: where the job's environment will be written (see `write_secrets`).
+    """
     try:
         wrapped = envelope(
             command,
-            env=dict(env),
             workdir=workdir,
             state_dir=state_dir,
             timeout=request.runtime_seconds,
+            secrets_file=secrets_file,
         )
         return wrapped.spec(
             name=name,
@@ -79,6 +85,17 @@ def build_spec(
         )
     except SpecError as exc:
         raise RequestError(f"{label}: {exc}") from None
+
+
+def write_secrets(plan: Plan, env: Mapping[str, str]) -> None:
+    """Write the job's environment to its plan's secrets file, replacing a stale one."""
+    if plan.secrets_file is None:
+        return
+    remove_secrets_file(plan.secrets_file)
+    try:
+        write_secrets_file(plan.secrets_file, env)
+    except SpecError as exc:
+        raise RequestError(f"{plan.label}: {exc}") from None
 
 
 async def create_all(
