@@ -107,7 +107,7 @@ def test_envelope_text_is_api_safe() -> None:
 
 
 def test_envelope_rejects_bad_input() -> None:
-    with pytest.raises(SpecError, match="env key '1BAD'"):
+    with pytest.raises(SpecError, match="env key='1BAD' is not allowed"):
         envelope(["true"], env={"1BAD": "x"})
     with pytest.raises(SpecError, match="timeout"):
         envelope(["true"], timeout=0)

@@ -94,7 +94,7 @@ def test_events_table_parses_into_records() -> None:
         ({"env": {"A": "b=c"}}, "env[A]"),
         ({"env": {"A": ""}}, "env[A]"),
         ({"env": {"A": 'say "hi"'}}, "env[A]"),
-        ({"env": {"1A": "x"}}, "env key '1A'"),
+        ({"env": {"1A": "x"}}, "env key"),
         ({"args": "a\\b"}, "args"),
         ({"cores": 0.5}, "cores"),
         ({"gpus": 0}, "gpus"),

@@ -291,7 +291,7 @@ CORE_CASES = {
     "core-env-key-with-dash": CoreCase(
         lambda canfar: spec(env={"MY-VAR": "1"}),
         SpecError,
-        constant("env key 'MY-VAR'='MY-VAR' is not allowed: letters, digits and '_' only."),
+        constant("env key='MY-VAR' is not allowed: letters, digits and '_' only."),
     ),
     "core-unknown-field": CoreCase(
         lambda canfar: spec(memory=4),
@@ -954,9 +954,7 @@ WORKER_CASES = {
     "worker-env-key-with-dash": WorkerCase(
         as_user("wk-env", env={"MY-VAR": "1"}),
         "SpecError",
-        constant(
-            "env key 'MY-VAR'='MY-VAR' is not allowed: letters, digits and '_', not first a digit."
-        ),
+        constant("env key='MY-VAR' is not allowed: letters, digits and '_', not first a digit."),
     ),
     "worker-state-dir-relative": WorkerCase(
         as_user("wk-state", state_dir="prefect-state"),
@@ -977,13 +975,22 @@ WORKER_CASES = {
     ),
     "worker-wrong-token-401": WorkerCase(
         lambda canfar: {"credentials": {"url": canfar.platform.url, "token": "not-a-token"}},
-        "AuthenticationError",
-        constant("HTTP 401 (GET /skaha/v1/context): Unauthorized"),
+        "ConfigurationError",
+        lambda canfar: (
+            f"CANFAR at {canfar.platform.url} refused the credentials from the CANFAR "
+            "credentials (Unauthorized); renew them with `canfar login` or update the CANFAR "
+            "credentials block."
+        ),
     ),
     "worker-forbidden-403": WorkerCase(
         as_user(FORBIDDEN_USER),
-        "PermissionDeniedError",
-        constant("HTTP 403 (GET /skaha/v1/context): Not authorized to use the skaha system"),
+        "ConfigurationError",
+        lambda canfar: (
+            f"CANFAR at {canfar.platform.url} accepted the credentials from the CANFAR "
+            "credentials but denied access (Not authorized to use the skaha system): this "
+            "account may not use the platform; ask CANFAR support (support@canfar.net) for "
+            "access."
+        ),
     ),
     "worker-url-without-scheme": WorkerCase(
         as_user("wk-url", url="ws-uv.canfar.net/skaha/v1"),
@@ -1111,12 +1118,6 @@ def test_worker_refuses_before_submitting(
     assert canfar.created_named(f"prefect-{result.flow_run_name}-") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Prefect's BaseWorker logs every submission failure with logger.exception, so "
-    "the flow run's logs (and `prefect worker start`'s output) carry a traceback after the "
-    "sentence; the fix belongs in prefect_canfar/worker.py (see the catalogue's report).",
-)
 def test_worker_logs_refusals_without_a_traceback(
     worker_results: dict[str, WorkerResult],
 ) -> None:

@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 import httpx
 from pydantic import SecretStr
 
-from canfar_core.config import CanfarConfig, parse_capabilities, resolve_config
+from canfar_core.config import CanfarConfig, check_url, parse_capabilities, resolve_config
 from canfar_core.context import Context
 from canfar_core.errors import (
     ApiError,
@@ -75,6 +75,7 @@ class AsyncCanfarClient:
         registry_auth: tuple[str, str | SecretStr] | None = None,
     ) -> None:
         self.config = config or resolve_config(url, token, certificate)
+        check_url(self.config.url)  # an explicit CanfarConfig skipped resolve_config's check
         self.retry = retry or RetryPolicy()
         self._verify = verify
         self._max_connections = max_connections

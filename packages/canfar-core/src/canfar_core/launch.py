@@ -115,7 +115,7 @@ def envelope(
     env = dict(env or {})
     for key in env:
         if not ENV_KEY_PATTERN.match(key):
-            raise SpecError(f"env key {key!r}", key, "letters, digits and '_', not first a digit")
+            raise SpecError("env key", key, "letters, digits and '_', not first a digit")
     if timeout is not None and timeout <= 0:
         raise SpecError("timeout", timeout, "a positive number of seconds")
     script = render_script(
@@ -260,7 +260,7 @@ def write_secrets_file(path: str | Path, secrets: Mapping[str, str]) -> Path:
     """
     for key in secrets:
         if not ENV_KEY_PATTERN.match(key):
-            raise SpecError(f"env key {key!r}", key, "letters, digits and '_', not first a digit")
+            raise SpecError("env key", key, "letters, digits and '_', not first a digit")
     target = Path(path)
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     body = "".join(f"export {key}={_q(value)}\n" for key, value in secrets.items())

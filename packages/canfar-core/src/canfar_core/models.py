@@ -230,7 +230,7 @@ class SessionSpec(BaseModel):
                 _refuse_yaml_breakers(field, text)
         for key, value in self.env.items():
             if not ENV_KEY_PATTERN.match(key):
-                raise SpecError(f"env key {key!r}", key, "letters, digits and '_' only")
+                raise SpecError("env key", key, "letters, digits and '_' only")
             if value == "" or "=" in value:
                 raise SpecError(
                     f"env[{key}]",

@@ -92,5 +92,9 @@ def is_unsent(exc: Exception) -> bool:
 
 
 def is_transient(exc: Exception) -> bool:
-    """True for transport failures worth retrying on an idempotent call."""
-    return isinstance(exc, httpx.TransportError)
+    """True for transport failures worth retrying on an idempotent call.
+
+    A URL httpx cannot use (no scheme, an unknown one) is not transient: retrying it
+    only delays the error.
+    """
+    return isinstance(exc, httpx.TransportError) and not isinstance(exc, httpx.UnsupportedProtocol)

@@ -37,14 +37,15 @@ class CanfarClient:
         verify: str | Path | bool = True,
         retry: RetryPolicy | None = None,
     ) -> None:
+        # The configuration first: a ConfigurationError must not leave a loop thread behind.
+        self.aio = AsyncCanfarClient(
+            config, url=url, token=token, certificate=certificate, verify=verify, retry=retry
+        )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="canfar-client", daemon=True
         )
         self._thread.start()
-        self.aio = AsyncCanfarClient(
-            config, url=url, token=token, certificate=certificate, verify=verify, retry=retry
-        )
 
     def __enter__(self) -> CanfarClient:
         return self

@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import anyio.abc
 from canfar_core.client import AsyncCanfarClient
+from canfar_core.config import CanfarConfig
 from canfar_core.errors import (
     AuthenticationError,
     CanfarError,
+    ConfigurationError,
     PermissionDeniedError,
     SessionNotFoundError,
     TrackerOutageError,
@@ -34,6 +37,7 @@ from canfar_core.outcome import TIMEOUT_EXIT_CODE, Outcome
 from canfar_core.tracker import SessionTracker
 from prefect.client.schemas.objects import StateType
 from prefect.exceptions import InfrastructureNotAvailable, InfrastructureNotFound
+from prefect.logging.loggers import PrefectLogAdapter
 from prefect.settings import PREFECT_API_URL
 from prefect.workers.base import BaseWorker, BaseWorkerResult
 
@@ -48,11 +52,32 @@ from prefect_canfar.variables import CanfarWorkerVariables
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
-    from prefect.logging.loggers import PrefectLogAdapter
 
 
 class CanfarWorkerResult(BaseWorkerResult):
     """The session id and the status code its run ended with."""
+
+
+# What the user got wrong (a job variable, credentials, an image): a sentence is the whole
+# story, and a traceback through Prefect's and this package's internals only hides it.
+USER_ERRORS = (CanfarError, ValueError)
+
+
+class RefusalAwareLogger(PrefectLogAdapter):
+    """A flow-run logger whose `exception()` drops the traceback of a user error.
+
+    Prefect's BaseWorker logs every submission failure with `logger.exception`; for a
+    refused job variable or rejected credentials that printed a traceback after the
+    sentence, in the flow run's logs and on `prefect worker start`'s console. The
+    sentence is appended to the message instead; unexpected errors keep their traceback.
+    """
+
+    def exception(self, msg: object, *args: Any, exc_info: Any = True, **kwargs: Any) -> None:
+        current = sys.exc_info()[1]
+        if exc_info is True and isinstance(current, USER_ERRORS):
+            self.error(f"{msg} {type(current).__name__}: {current}", *args, **kwargs)
+            return
+        super().exception(msg, *args, exc_info=exc_info, **kwargs)
 
 
 class CanfarWorker(
@@ -78,6 +103,11 @@ class CanfarWorker(
         self._killed: set[str] = set()
         # Flow runs whose session this worker is still watching.
         self._watched_runs: set[UUID] = set()
+
+    def get_flow_run_logger(self, flow_run: FlowRun) -> PrefectLogAdapter:
+        """Prefect's flow-run logger, logging user errors without a traceback."""
+        adapter = super().get_flow_run_logger(flow_run)
+        return RefusalAwareLogger(adapter.logger, adapter.extra)
 
     async def teardown(self, *exc_info: Any) -> None:
         """Prefect's teardown (which waits for runs), then close trackers and clients."""
@@ -111,6 +141,30 @@ class CanfarWorker(
         """Create the session, report its id as started, wait, return its status code."""
         logger = self.get_flow_run_logger(flow_run)
         config = resolve_connection(configuration)
+        try:
+            return await self._run(logger, config, flow_run, configuration, task_status)
+        except AuthenticationError as exc:
+            raise ConfigurationError(
+                f"CANFAR at {config.url} refused the credentials from {config.source} "
+                f"({exc.reason or exc.status}); renew them with `canfar login` or update "
+                "the CANFAR credentials block."
+            ) from None
+        except PermissionDeniedError as exc:
+            raise ConfigurationError(
+                f"CANFAR at {config.url} accepted the credentials from {config.source} but "
+                f"denied access ({exc.reason or exc.status}): this account may not use the "
+                "platform; ask CANFAR support (support@canfar.net) for access."
+            ) from None
+
+    async def _run(
+        self,
+        logger: PrefectLogAdapter,
+        config: CanfarConfig,
+        flow_run: FlowRun,
+        configuration: CanfarWorkerJobConfiguration,
+        task_status: anyio.abc.TaskStatus[str] | None,
+    ) -> CanfarWorkerResult:
+        """`run()` once the connection is resolved (credential refusals become sentences)."""
         registry = (
             configuration.registry_credentials.as_tuple()
             if configuration.registry_credentials is not None

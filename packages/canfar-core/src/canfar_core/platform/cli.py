@@ -123,6 +123,11 @@ def config_from(args: argparse.Namespace) -> PlatformConfig:
         raise PlatformError("--tls-key needs --tls-cert")
     if args.client_ca is not None and args.tls_cert is None:
         raise PlatformError("--client-ca needs --tls-cert")
+    for flag, value in (("--cores", args.cores), ("--ram", args.ram)):
+        if not value > 0:
+            raise PlatformError(
+                f"{flag}={value:g} is not allowed: the machine's capacity must be greater than 0."
+            )
     for path in (args.tls_cert, args.tls_key, args.client_ca):
         if path is not None and not path.is_file():
             raise PlatformError(f"no such file: {path}")
@@ -171,7 +176,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: errors become one line on stderr and exit status 2, never a traceback."""
+    """Entry point: errors become one line on stderr and exit status 1, never a traceback."""
     args = build_parser().parse_args(argv)
     try:
         if args.command == "serve":
@@ -181,8 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     except PlatformError as exc:
         print(f"canfar-local: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:  # e.g. the port is taken
-        print(f"canfar-local: {exc.strerror or exc}", file=sys.stderr)
+    except OSError as exc:  # e.g. the port is taken, or the root cannot be created
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"canfar-local: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
     return 2
 
