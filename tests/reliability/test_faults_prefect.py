@@ -37,6 +37,7 @@ def test_twenty_flow_runs_through_a_bad_night(
     platform_factory: Callable[..., LocalPlatform],
     chaos: Callable[..., ChaosProxy],
     tmp_path: Path,
+    wait_for: Callable[..., object],
 ) -> None:
     # 8 cores: at most 8 one-core sessions run at once and the rest queue, as behind a
     # cluster queue; it also keeps 20 Prefect engines from starving two CPUs.
@@ -75,6 +76,14 @@ def test_twenty_flow_runs_through_a_bad_night(
     ]
     with running_worker(env, POOL, "chaos", tmp_path / "worker.log") as worker:
         finals = [final_flow_run(run.id, timeout=400) for run in runs]  # type: ignore[union-attr]
+        # The engine in a session reports Completed before its process exits; the run is
+        # over for the user once the worker has seen each session end, as it reports.
+        wait_for(
+            lambda: worker.output().count("completed with exit code 0.") >= RUNS,
+            timeout=120,
+            interval=0.5,
+            what="the worker to report the end of every session",
+        )
     assert "Traceback" not in worker.output(), worker.output()[-5000:]
     states = {run.name: run.state.type for run in finals if run.state is not None}
     assert set(states.values()) == {StateType.COMPLETED}, states

@@ -231,6 +231,7 @@ class CanfarWorker(
         finally:
             # Consumed by the session unless it never started (pending, deleted).
             remove_secrets_file(request.secrets_file)
+            self._killed.discard(session_id)
             self._watched_runs.discard(flow_run.id)
             observer = getattr(self, "_cancelling_observer", None)
             if observer is not None:
@@ -282,7 +283,6 @@ class CanfarWorker(
                 with contextlib.suppress(Exception):
                     await streamer.stop(outcome.logs if outcome is not None else None)
             backend.tracker.forget(session_id)
-            self._killed.discard(session_id)
 
     async def _conclude(
         self,
@@ -379,4 +379,4 @@ class CanfarWorker(
             await tracker.cancel(session_id)
         else:
             await client.delete(session_id)
-        self._logger.info("Deleted CANFAR session %s.", session_id)
+        self._logger.info("Flow run cancelled: deleted CANFAR session %s.", session_id)
