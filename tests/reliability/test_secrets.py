@@ -174,7 +174,8 @@ def test_snakemake_keeps_token_registry_secret_and_envvars_out_of_everything(
 
 
 @pytest.fixture
-def registry_block() -> Iterator[str]:
+def registry_block(prefect_api: PrefectServer) -> Iterator[str]:
+    """The registry secret saved as a block on the test session's Prefect server."""
     block_id = CanfarRegistryCredentials(username="astro", secret=REGISTRY_SECRET).save(
         "secrets-test-registry", overwrite=True
     )
@@ -220,9 +221,8 @@ def test_prefect_keeps_api_key_token_and_registry_secret_out_of_everything(
         CommandLines() as cmdlines,
         running_worker(env, "canfar-secrets", "secrets", log) as worker,
     ):
-        if True:
-            run = run_deployment(deployment, parameters={"out_dir": str(out)}, timeout=0)
-            done = final_flow_run(run.id, timeout=180)  # type: ignore[union-attr]
+        run = run_deployment(deployment, parameters={"out_dir": str(out)}, timeout=0)
+        done = final_flow_run(run.id, timeout=180)  # type: ignore[union-attr]
     assert done.state is not None and done.state.type == StateType.COMPLETED, done.state
     assert (out / "key.txt").read_text() == hashlib.sha256(API_KEY.encode()).hexdigest()
     assert not list((state_dir / ".secrets").glob("*")), "the session deletes the key file"

@@ -147,6 +147,9 @@ class ChaosProxy:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        # Open client connections: stop() ends them before the loop closes, so no task
+        # is destroyed while pending (Python 3.11's wait_closed does not wait for them).
+        self._connections: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -203,6 +206,9 @@ class ChaosProxy:
                 self._server.close()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self._server.wait_closed(), 2)
+            for task in self._connections:
+                task.cancel()
+            await asyncio.gather(*self._connections, return_exceptions=True)
             if self._http is not None:
                 await self._http.aclose()
             loop.stop()
@@ -275,6 +281,9 @@ class ChaosProxy:
     # -- one connection --------------------------------------------------------------------
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.add(task)
         try:
             while True:
                 request = await _read_request(reader)
@@ -291,6 +300,8 @@ class ChaosProxy:
                 writer.write(_response_bytes(400, [], b"malformed request\n", keep_alive=False))
                 await writer.drain()
         finally:
+            if task is not None:
+                self._connections.discard(task)
             if not writer.transport.is_closing():
                 writer.close()
             with contextlib.suppress(Exception):
