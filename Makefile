@@ -9,7 +9,7 @@ bootstrap:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 
 sync: bootstrap
-	$(UV) sync --locked --all-packages --all-groups
+	$(UV) sync --locked --all-packages --all-groups --compile-bytecode
 
 test: sync
 	$(UV) run --locked --no-sync pytest $(PYTEST_ARGS)
