@@ -8,6 +8,7 @@ platform URL makes the plugin use this interpreter inside sessions, so no image 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -74,7 +75,12 @@ class Workflow:
         return self.start_with(self.env(), *args)
 
     def start_with(self, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-        """Start Snakemake in the background with this environment."""
+        """Start Snakemake in the background with this environment.
+
+        SIGINT gets its default disposition in the child, as in a user's terminal: a
+        test run started in the background of a non-interactive shell inherits SIGINT
+        ignored, and Snakemake would then never see the Ctrl-C these tests send.
+        """
         out = open(self.path / "snakemake.out", "w")  # noqa: SIM115 - closed by the child's exit
         return subprocess.Popen(
             self.argv(*args),
@@ -83,6 +89,7 @@ class Workflow:
             stdout=out,
             stderr=subprocess.STDOUT,
             text=True,
+            preexec_fn=_default_sigint,
         )
 
     def sessions(self) -> list[dict[str, Any]]:
@@ -99,6 +106,10 @@ class Workflow:
     def logs(self) -> list[Path]:
         """Every saved job log."""
         return sorted((self.path / ".snakemake" / "canfar" / "logs").rglob("*.log"))
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture
