@@ -34,6 +34,24 @@ VENV_BIN = str(Path(sys.executable).parent)
 PREFECT = (sys.executable, "-m", "prefect")
 IMAGE = "images.canfar.net/skaha/astroml:latest"
 SERVER_START_SECONDS = 120
+# Server services no test uses. Each writes to the one SQLite database in the background,
+# and Prefect 3.8's server on SQLite can stall for its 60 s busy timeout when writers
+# collide ("database is locked" in server.log): marking runs Late, pools not ready,
+# expiring pauses, evaluating automations and reclaiming concurrency leases are the
+# writers these tests can do without. Event persistence, task-run recording and
+# cancellation cleanup stay on: the worker's cancellation observer and the task runner's
+# task runs need them.
+QUIET_SERVICES = {
+    f"PREFECT_SERVER_SERVICES_{service}_ENABLED": "false"
+    for service in (
+        "LATE_RUNS",
+        "FOREMAN",
+        "SCHEDULER",
+        "PAUSE_EXPIRATIONS",
+        "TRIGGERS",
+        "REPOSSESSOR",
+    )
+}
 
 
 def free_port() -> int:
@@ -104,6 +122,7 @@ def running_prefect_server(home: Path) -> Iterator[PrefectServer]:
         PREFECT_UI_ENABLED="false",
         PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'prefect.db'}",
         PREFECT_SERVER_LOGGING_LEVEL="WARNING",
+        **QUIET_SERVICES,
     )
     del env["PREFECT_API_URL"]
     with open(log_path, "wb") as log:

@@ -114,7 +114,7 @@ def logs(flow_run_id: UUID, text: str) -> str:
         joined = "\n".join(entry.message for entry in found)
         return joined if text in joined else None
 
-    return wait_for(find, timeout=30, interval=0.5, what=f"{text!r} in the flow run's logs")
+    return wait_for(find, timeout=120, interval=0.5, what=f"{text!r} in the flow run's logs")
 
 
 def test_pool_was_created_from_the_cli(worker: Worker) -> None:
@@ -185,7 +185,7 @@ def test_pending_run_is_cancelled_and_its_session_deleted(
     deployment = deploy("hello", "queued", ram=CAPACITY_RAM_GIB + 1, pending_timeout_seconds=600)
     run = start(deployment)
     session_id = wait_for(
-        lambda: read(run.id).infrastructure_pid, timeout=60, interval=0.5, what="a session"
+        lambda: read(run.id).infrastructure_pid, timeout=150, interval=0.5, what="a session"
     )
     assert canfar.session_state(session_id)["status"] == "Pending"  # type: ignore[index]
     with get_client(sync_client=True) as client:

@@ -121,7 +121,7 @@ async def flow_run_logs(flow_run_id: UUID, text: str) -> str:
         joined = "\n".join(log.message for log in logs)
         return joined if text in joined else None
 
-    return await async_wait_for(read, timeout=20, interval=0.25, what=f"{text!r} in the logs")
+    return await async_wait_for(read, timeout=90, interval=0.25, what=f"{text!r} in the logs")
 
 
 async def session_exists(canfar: LocalPlatform, session_id: str) -> bool:

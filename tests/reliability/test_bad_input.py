@@ -1039,7 +1039,7 @@ async def _flow_run_logs(flow_run_id: UUID, text: str) -> str:
         joined = "\n".join(entry.message for entry in logs)
         return joined if text in joined else None
 
-    return await async_wait_for(read, timeout=30, interval=0.25, what=f"{text!r} in the logs")
+    return await async_wait_for(read, timeout=120, interval=0.25, what=f"{text!r} in the logs")
 
 
 @pytest.fixture(scope="module")
@@ -1075,7 +1075,7 @@ def worker_results(
                 async with CanfarWorker(work_pool_name=pool) as worker:
                     await worker.get_and_submit_flow_runs()
                     await async_wait_for(
-                        lambda: settled(pool), timeout=60, interval=0.2, what=f"{pool} runs"
+                        lambda: settled(pool), timeout=240, interval=0.2, what=f"{pool} runs"
                     )
 
             await asyncio.gather(work(POOL), work(OLD_POOL))

@@ -168,7 +168,7 @@ def test_cancelling_a_running_flow_run_leaves_zero_sessions(
     assert session_id and platform.session_state(session_id)["status"] == "Running"  # type: ignore[index]
     with get_client(sync_client=True) as client:
         client.set_flow_run_state(run.id, Cancelling())  # type: ignore[union-attr]
-    done = final_flow_run(run.id, timeout=120)  # type: ignore[union-attr]
+    done = final_flow_run(run.id, timeout=180)  # type: ignore[union-attr]
     assert done.state is not None and done.state.type == StateType.CANCELLED, done.state
     wait_for(lambda: sessions_at(platform) == [], timeout=30, what="no session left")
     assert left_running(platform) == []
