@@ -9,6 +9,7 @@ and hope: poll with ``wait_for`` (a fixture here, or
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,15 @@ from canfar_core.platform.testing import (
     wait_for,
 )
 
-from tests.prefect.conftest import PrefectServer, running_prefect_server
+from tests.prefect.conftest import VENV_BIN, PrefectServer, running_prefect_server
 
 __all__ = ["async_wait_for", "processes_mentioning", "skaha_client", "wait_for"]
+
+# Platforms started in this process run their sessions with its PATH, and sessions run
+# `prefect` and `snakemake` by name: this environment's must come first, also when the
+# suite is started as `.venv/bin/python -m pytest` rather than through `uv run`.
+if os.environ.get("PATH", "").split(os.pathsep)[0] != VENV_BIN:
+    os.environ["PATH"] = os.pathsep.join([VENV_BIN, os.environ.get("PATH", "")])
 
 
 @pytest.fixture
