@@ -6,8 +6,9 @@ SQLite and a free loopback port (about 12-25 s to become healthy on two cores, s
 started once). The test process talks to it
 through Prefect's settings context; subprocesses (workers, CLI calls) get
 `prefect_env()`. Sessions run on the embedded CANFAR platform, whose processes inherit
-this process's PATH: the virtualenv's `bin` is put first so that `prefect flow-run
-execute` inside a session is this environment's Prefect.
+this process's PATH, which `tests/conftest.py` starts with the virtualenv's `bin`, so
+that `prefect flow-run execute` inside a session is this environment's Prefect; the
+subprocesses of `base_env()` inherit it.
 """
 
 from __future__ import annotations
@@ -68,7 +69,6 @@ def base_env(**extra: str) -> dict[str, str]:
         for key, value in os.environ.items()
         if not key.startswith(("PREFECT_", "CANFAR_"))
     }
-    env["PATH"] = os.pathsep.join([VENV_BIN, env.get("PATH", "")])
     env.update(extra)
     return env
 
