@@ -261,7 +261,7 @@ class ServedPlatform:
         """Serve on a free loopback port with the capacity the benchmark needs."""
         root.mkdir(parents=True, exist_ok=True)
         cli = Path(VENV_BIN) / "canfar-local"
-        command = [str(cli)] if cli.exists() else [PYTHON, "-m", "canfar_core.platform.cli"]
+        command = [str(cli)] if cli.exists() else [PYTHON, "-m", "canfar_local.cli"]
         log = root.parent / f"{root.name}-server.log"
         with open(log, "w") as errors:
             process = subprocess.Popen(

@@ -28,7 +28,7 @@ IMAGE = "images.canfar.net/skaha/base:latest"
 
 def start_server(root: Path) -> tuple[subprocess.Popen[str], str, str]:
     cli = Path(sys.executable).with_name("canfar-local")
-    command = [str(cli)] if cli.exists() else [sys.executable, "-m", "canfar_core.platform.cli"]
+    command = [str(cli)] if cli.exists() else [sys.executable, "-m", "canfar_local.cli"]
     process = subprocess.Popen(
         [
             *command,

@@ -4,7 +4,7 @@
 starts more (or differently configured) ones.  Everything started here is stopped with
 ``kill_sessions=True`` at teardown, so no session process outlives its test.  Never sleep
 and hope: poll with ``wait_for`` (a fixture here, or
-``from canfar_core.platform.testing import wait_for``).
+``from canfar_local.testing import wait_for``).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
-from canfar_core.platform import LocalPlatform, PlatformConfig
-from canfar_core.platform.testing import (
+from canfar_local import LocalPlatform, PlatformConfig
+from canfar_local.testing import (
     async_wait_for,
     processes_mentioning,
     skaha_client,

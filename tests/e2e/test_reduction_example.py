@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from canfar_core.launch import parse_exit_marker
-from canfar_core.platform.testing import processes_mentioning
+from canfar_local.testing import processes_mentioning
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "reduction"

@@ -26,7 +26,7 @@ from uuid import UUID
 
 import httpx
 import pytest
-from canfar_core.platform.testing import wait_for
+from canfar_local.testing import wait_for
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun

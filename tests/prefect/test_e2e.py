@@ -15,8 +15,8 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from canfar_core.platform import LocalPlatform, PlatformConfig
-from canfar_core.platform.testing import wait_for
+from canfar_local import LocalPlatform, PlatformConfig
+from canfar_local.testing import wait_for
 from prefect import flow, get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.client.schemas.objects import FlowRun, StateType

@@ -24,8 +24,8 @@ from canfar_core.errors import (
     SessionNotFoundError,
     SpecError,
 )
-from canfar_core.platform import LocalPlatform, PlatformConfig
-from canfar_core.platform.testing import async_wait_for
+from canfar_local import LocalPlatform, PlatformConfig
+from canfar_local.testing import async_wait_for
 from prefect import flow, get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.client.schemas.objects import FlowRun

@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
-from canfar_core.platform import LocalPlatform
-from canfar_core.platform.chaos import ChaosProxy, FaultRates
+from canfar_local import LocalPlatform
+from canfar_local.chaos import ChaosProxy, FaultRates
 
 from tests.snakemake.conftest import workflow
 

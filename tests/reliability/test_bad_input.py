@@ -48,15 +48,15 @@ from canfar_core import AsyncCanfarClient, SessionSpec
 from canfar_core.config import certificate_expiry, resolve_config
 from canfar_core.errors import (
     AuthenticationError,
+    CanfarTransportError,
     ConfigurationError,
     CredentialsExpiredError,
     PermissionDeniedError,
     SpecError,
-    TransportError,
 )
-from canfar_core.platform import LocalPlatform, PlatformConfig
-from canfar_core.platform.testing import async_wait_for, processes_mentioning
 from canfar_core.retry import RetryPolicy
+from canfar_local import LocalPlatform, PlatformConfig
+from canfar_local.testing import async_wait_for, processes_mentioning
 from prefect import flow, task
 from prefect_canfar import CanfarCredentials, CanfarTaskRunner, CanfarWorker, canfar_options
 from prefect_canfar.task_runner import TaskArgumentError
@@ -336,7 +336,7 @@ CORE_CASES = {
     ),
     "core-platform-unreachable": CoreCase(
         list_with(lambda canfar: "any-token", url=lambda canfar: canfar.dead_url),
-        TransportError,
+        CanfarTransportError,
         constant(
             "GET session failed after 2 attempts: ConnectError: All connection attempts failed"
         ),
@@ -391,7 +391,7 @@ CLI_CASES = {
 def run_canfar_local(argv: list[str], root: Path) -> subprocess.CompletedProcess[str]:
     """`canfar-local <argv> --root <root>` (as `python -m`, the same entry point)."""
     return subprocess.run(
-        [sys.executable, "-m", "canfar_core.platform.cli", *argv, "--root", str(root)],
+        [sys.executable, "-m", "canfar_local.cli", *argv, "--root", str(root)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -14,10 +14,10 @@ import httpx
 import pytest
 from canfar_core import AsyncCanfarClient, RetryPolicy
 from canfar_core.launch import envelope
-from canfar_core.platform import LocalPlatform
-from canfar_core.platform.chaos import ChaosProxy, FaultRates
-from canfar_core.platform.errors import PlatformError
 from canfar_core.tracker import SessionTracker
+from canfar_local import LocalPlatform
+from canfar_local.chaos import ChaosProxy, FaultRates
+from canfar_local.errors import PlatformError
 
 from tests.reliability.conftest import BAD_NIGHT, duplicated_names, sessions_at, still_running
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from canfar_core.platform import LocalPlatform
+from canfar_local import LocalPlatform
 from prefect import flow, get_client
 from prefect.client.schemas.objects import StateType
 from prefect.deployments import run_deployment

@@ -15,8 +15,8 @@ from pathlib import Path
 from uuid import uuid4
 
 import pytest
-from canfar_core.platform import LocalPlatform
-from canfar_core.platform.chaos import ChaosProxy
+from canfar_local import LocalPlatform
+from canfar_local.chaos import ChaosProxy
 from prefect import flow
 from prefect.client.schemas.objects import StateType
 from prefect.deployments import run_deployment

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from canfar_core.platform import LocalPlatform
-from canfar_core.platform.chaos import ChaosProxy
+from canfar_local import LocalPlatform
+from canfar_local.chaos import ChaosProxy
 
 from tests.reliability.conftest import duplicated_names, left_running
 from tests.snakemake.conftest import Workflow

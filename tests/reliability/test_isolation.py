@@ -17,8 +17,8 @@ import pytest
 from canfar_core import AsyncCanfarClient, RetryPolicy
 from canfar_core.errors import InvalidRequestError, SessionNotFoundError
 from canfar_core.launch import envelope
-from canfar_core.platform import LocalPlatform
 from canfar_core.tracker import SessionTracker
+from canfar_local import LocalPlatform
 from prefect.exceptions import InfrastructureNotFound
 from prefect_canfar import CanfarWorker
 from prefect_canfar.configuration import CanfarWorkerJobConfiguration

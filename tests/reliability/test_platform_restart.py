@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import httpx
-from canfar_core.platform.sessions import read_creation_journal
-from canfar_core.platform.testing import served, wait_for
+from canfar_local.sessions import read_creation_journal
+from canfar_local.testing import served, wait_for
 
 from tests.reliability.conftest import duplicated_names
 from tests.snakemake.conftest import processes_mentioning

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from canfar_core.launch import SCRIPT_VAR_PREFIX
-from canfar_core.platform import LocalPlatform
+from canfar_local import LocalPlatform
 from prefect import flow
 from prefect.client.schemas.objects import StateType
 from prefect.deployments import run_deployment

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from canfar_core.platform import LocalPlatform
+from canfar_local import LocalPlatform
 
 SNAKEMAKE_TIMEOUT = 180
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from canfar_core.platform import LocalPlatform
+from canfar_local import LocalPlatform
 from snakemake.common.tests import TestWorkflowsLocalStorageBase
 from snakemake.settings import types as settings
 from snakemake_executor_plugin_canfar import ExecutorSettings

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from canfar_core.launch import write_secrets_file
 from canfar_core.outcome import OutcomeKind
-from canfar_core.platform import LocalPlatform
 from canfar_core.sync import CanfarClient
+from canfar_local import LocalPlatform
 from snakemake_executor_plugin_canfar.diagnostics import failure_message
 from snakemake_executor_plugin_canfar.resources import SessionRequest
 from snakemake_executor_plugin_canfar.status import SessionWatcher

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from canfar_core.platform import LocalPlatform
+from canfar_local import LocalPlatform
 
 from .conftest import SNAKEMAKE_TIMEOUT, Workflow, processes_mentioning
 

@@ -2,16 +2,19 @@
 
     from canfar_core import AsyncCanfarClient, SessionTracker, envelope
 
-The embedded platform (`CANFAR_URL=local`) lives in `canfar_core.platform`.
+The embedded platform (`CANFAR_URL=local`) is the separate package `canfar-local`
+(import `canfar_local`); this package imports it only when that URL is used.
 """
 
 from canfar_core.client import AsyncCanfarClient
 from canfar_core.config import CanfarConfig, resolve_config
 from canfar_core.context import Context, ResourceOptions
 from canfar_core.errors import (
-    ApiError,
     AuthenticationError,
+    CanfarApiError,
     CanfarError,
+    CanfarTransportError,
+    ClientClosedError,
     ConfigurationError,
     CredentialsExpiredError,
     InvalidRequestError,
@@ -22,7 +25,6 @@ from canfar_core.errors import (
     SessionNotFoundError,
     SpecError,
     TrackerOutageError,
-    TransportError,
 )
 from canfar_core.launch import Envelope, envelope
 from canfar_core.models import Event, Image, Session, SessionSpec
@@ -34,12 +36,14 @@ from canfar_core.sync import CanfarClient
 from canfar_core.tracker import SessionTracker
 
 __all__ = [
-    "ApiError",
     "AsyncCanfarClient",
     "AuthenticationError",
+    "CanfarApiError",
     "CanfarClient",
     "CanfarConfig",
     "CanfarError",
+    "CanfarTransportError",
+    "ClientClosedError",
     "ConfigurationError",
     "Context",
     "CredentialsExpiredError",
@@ -62,7 +66,6 @@ __all__ = [
     "SessionTracker",
     "SpecError",
     "TrackerOutageError",
-    "TransportError",
     "envelope",
     "resolve_config",
     "unique_name",

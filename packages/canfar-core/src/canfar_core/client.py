@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import enum
 import logging
 import ssl
 from collections.abc import Sequence
@@ -25,11 +26,12 @@ from pydantic import SecretStr
 from canfar_core.config import CanfarConfig, check_url, parse_capabilities, resolve_config
 from canfar_core.context import Context
 from canfar_core.errors import (
-    ApiError,
+    CanfarApiError,
     CanfarError,
+    CanfarTransportError,
+    ClientClosedError,
     ReplicaCreateError,
     SpecError,
-    TransportError,
     error_for_status,
 )
 from canfar_core.models import Event, Image, Session, SessionSpec, parse_events
@@ -51,6 +53,14 @@ Params = Sequence[tuple[str, str]]
 FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
+class ClientState(enum.Enum):
+    """Where a client is in its life: it opens once and, once closed, stays closed."""
+
+    UNOPENED = 1
+    OPENED = 2
+    CLOSED = 3
+
+
 class _Ambiguous(Exception):
     """A create whose outcome is unknown: the server may or may not have made it."""
 
@@ -60,6 +70,11 @@ class AsyncCanfarClient:
 
     Use as `async with AsyncCanfarClient() as client:`; configuration is resolved by
     `canfar_core.config.resolve_config` unless a `CanfarConfig` is given.
+
+    `transport` is httpx's seam (`httpx.AsyncClient(transport=...)`): unit tests of
+    retries and parsing pass an `httpx.MockTransport` and need no server. A closed
+    client refuses further use with ClientClosedError instead of quietly opening a new
+    connection pool that nobody would close.
     """
 
     def __init__(
@@ -73,6 +88,7 @@ class AsyncCanfarClient:
         retry: RetryPolicy | None = None,
         max_connections: int = 32,
         registry_auth: tuple[str, str | SecretStr] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.config = config or resolve_config(url, token, certificate)
         check_url(self.config.url)  # an explicit CanfarConfig skipped resolve_config's check
@@ -80,6 +96,8 @@ class AsyncCanfarClient:
         self._verify = verify
         self._max_connections = max_connections
         self._registry_auth = registry_auth
+        self._transport = transport
+        self.state = ClientState.UNOPENED
         self._http: httpx.AsyncClient | None = None
         self._base_url: str | None = None
         self._context: Context | None = None
@@ -103,10 +121,11 @@ class AsyncCanfarClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool; the client cannot be used afterwards."""
+        self.state = ClientState.CLOSED
         if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+            http, self._http = self._http, None
+            await http.aclose()
 
     @property
     def base_url(self) -> str | None:
@@ -262,13 +281,13 @@ class AsyncCanfarClient:
             except _Ambiguous as exc:
                 must_check = True
                 await self._backoff(budget, exc.args[1], "create", exc.args[0])
-            except ApiError as exc:
+            except CanfarApiError as exc:
                 if exc.status not in RETRYABLE_STATUS or not must_check:
                     raise
                 await self._backoff(budget, None, "create (checking for adoption)", exc)
-            except TransportError as exc:
+            except CanfarTransportError as exc:
                 # Listing for adoption failed even after retries: never create blindly.
-                raise TransportError(
+                raise CanfarTransportError(
                     f"Could not tell whether session {spec.name!r} was created: {exc}"
                 ) from None
 
@@ -313,9 +332,9 @@ class AsyncCanfarClient:
     ) -> None:
         wait = budget.next_delay(retry_after, first_contact=not self._answered)
         if wait is None:
-            if isinstance(cause, ApiError):
+            if isinstance(cause, CanfarApiError):
                 raise cause
-            raise TransportError(
+            raise CanfarTransportError(
                 f"{what} failed after {budget.attempt + 1} attempts: {_describe(cause)}"
             )
         log.warning("%s failed (%s); retrying in %.1f s.", what, _describe(cause), wait)
@@ -349,7 +368,7 @@ class AsyncCanfarClient:
                 if is_unsent(exc) or (safe and is_transient(exc)):
                     await self._backoff(budget, None, f"{method} {path}", exc)
                     continue
-                raise TransportError(f"{method} {path} failed: {_describe(exc)}") from None
+                raise CanfarTransportError(f"{method} {path} failed: {_describe(exc)}") from None
             self._answered = True
             if response.status_code < 400:
                 return response
@@ -361,7 +380,7 @@ class AsyncCanfarClient:
                 continue
             raise error
 
-    def _api_error(self, response: httpx.Response) -> ApiError:
+    def _api_error(self, response: httpx.Response) -> CanfarApiError:
         reason = response.text.rstrip("\r\n")[:MAX_REASON_CHARS]
         return error_for_status(
             response.status_code,
@@ -384,9 +403,14 @@ class AsyncCanfarClient:
     async def _ensure_open(self) -> httpx.AsyncClient:
         if self._http is not None:
             return self._http
+        if self.state is ClientState.CLOSED:
+            raise ClientClosedError(
+                "This CANFAR client has been closed; create a new one to send requests."
+            )
         async with self._open_lock:
             if self._http is None:
                 self._http = await self._open()
+                self.state = ClientState.OPENED
         return self._http
 
     async def _open(self) -> httpx.AsyncClient:
@@ -425,6 +449,7 @@ class AsyncCanfarClient:
             verify=verify,
             timeout=httpx.Timeout(config.timeout, connect=min(10.0, config.timeout)),
             limits=limits,
+            transport=self._transport,
         )
 
     async def _discover_versioned_url(
@@ -434,18 +459,23 @@ class AsyncCanfarClient:
         root = url.rstrip("/")
         if not root.endswith("/skaha"):
             root += "/skaha"
-        async with httpx.AsyncClient(headers=headers, verify=verify, timeout=30.0) as http:
-            try:
-                response = await http.get(f"{root}/capabilities")
-            except httpx.TransportError as exc:
-                raise TransportError(f"Could not read {root}/capabilities: {exc}") from None
+        http = httpx.AsyncClient(
+            headers=headers, verify=verify, timeout=30.0, transport=self._transport
+        )
+        try:
+            response = await http.get(f"{root}/capabilities")
+        except httpx.TransportError as exc:
+            raise CanfarTransportError(f"Could not read {root}/capabilities: {exc}") from None
+        finally:
+            if self._transport is None:  # an injected transport belongs to the caller
+                await http.aclose()
         if response.status_code != 200:
             raise self._api_error(response)
         return parse_capabilities(response.text)
 
 
 def _describe(cause: object) -> str:
-    if isinstance(cause, ApiError):
+    if isinstance(cause, CanfarApiError):
         return str(cause)
     if isinstance(cause, BaseException):
         text = str(cause)

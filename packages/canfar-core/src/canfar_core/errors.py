@@ -2,7 +2,27 @@
 
 Every API error carries the HTTP status and the server's own `text/plain` sentence:
 the official client logs only the exception class and loses that sentence, which is
-the one thing a user needs to fix the request.
+the one thing a user needs to fix the request. The whole tree, one root:
+
+    CanfarError
+    ├── ConfigurationError            no usable URL or credentials (before any request)
+    │   └── CredentialsExpiredError   a certificate or token expired; says how to renew
+    ├── SpecError (also ValueError)   a request refused before it is sent: field, value, allowed
+    ├── CanfarTransportError          the server could not be reached (after retrying), or
+    │                                 its answer could not be read
+    ├── CanfarApiError                the server answered with an error status
+    │   ├── InvalidRequestError       400
+    │   ├── AuthenticationError       401
+    │   ├── PermissionDeniedError     403
+    │   ├── SessionNotFoundError      404
+    │   ├── ServiceUnavailableError   503 (`retry_after`)
+    │   └── ServerError               500 and any other status
+    ├── ReplicaCreateError            some replicas of a multi-replica create failed
+    └── TrackerOutageError            the session list stayed unreadable too long
+
+Using a client after `aclose()` raises `ClientClosedError`, a RuntimeError outside the
+tree: it is a programming mistake, not something the platform did, so code that rides
+out CANFAR's failures (`except CanfarError`) must not swallow it.
 """
 
 from __future__ import annotations
@@ -35,11 +55,11 @@ class SpecError(CanfarError, ValueError):
         super().__init__(f"{field}={value!r} is not allowed: {allowed}.")
 
 
-class TransportError(CanfarError):
+class CanfarTransportError(CanfarError):
     """The server could not be reached, even after retrying."""
 
 
-class ApiError(CanfarError):
+class CanfarApiError(CanfarError):
     """The server answered with an error status.
 
     `reason` is the server's sentence, stripped of its trailing newline.
@@ -56,27 +76,27 @@ class ApiError(CanfarError):
         super().__init__(f"HTTP {status}{where}: {reason}" if reason else f"HTTP {status}{where}")
 
 
-class InvalidRequestError(ApiError):
+class InvalidRequestError(CanfarApiError):
     """400: the server rejected the request's parameters."""
 
 
-class AuthenticationError(ApiError):
+class AuthenticationError(CanfarApiError):
     """401: no valid credentials reached the server."""
 
 
-class PermissionDeniedError(ApiError):
+class PermissionDeniedError(CanfarApiError):
     """403: the caller is authenticated but not allowed (e.g. not in the users group)."""
 
 
-class SessionNotFoundError(ApiError):
+class SessionNotFoundError(CanfarApiError):
     """404: no such session for this user (never created, deleted, or expired)."""
 
 
-class ServerError(ApiError):
+class ServerError(CanfarApiError):
     """500 or another unexpected status: the server failed."""
 
 
-class ServiceUnavailableError(ApiError):
+class ServiceUnavailableError(CanfarApiError):
     """503: the service is temporarily unavailable; `retry_after` is its hint in seconds."""
 
     def __init__(
@@ -112,7 +132,11 @@ class TrackerOutageError(CanfarError):
     """The session list could not be read for longer than the tracker tolerates."""
 
 
-_BY_STATUS: dict[int, type[ApiError]] = {
+class ClientClosedError(RuntimeError):
+    """A client was used after it was closed (httpx's rule: a closed client stays closed)."""
+
+
+_BY_STATUS: dict[int, type[CanfarApiError]] = {
     400: InvalidRequestError,
     401: AuthenticationError,
     403: PermissionDeniedError,
@@ -128,7 +152,7 @@ def error_for_status(
     method: str = "",
     path: str = "",
     retry_after: float | None = None,
-) -> ApiError:
+) -> CanfarApiError:
     """Build the typed error for an HTTP error status."""
     if status == 503:
         return ServiceUnavailableError(

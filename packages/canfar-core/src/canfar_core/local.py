@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from canfar_core.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from canfar_core.platform import LocalPlatform
+    from canfar_local import LocalPlatform
 
 _lock = threading.Lock()
 _platform: LocalPlatform | None = None
@@ -26,10 +26,11 @@ def shared_platform() -> LocalPlatform:
     with _lock:
         if _platform is None:
             try:
-                from canfar_core.platform import LocalPlatform, PlatformConfig
+                from canfar_local import LocalPlatform, PlatformConfig
             except ImportError as exc:
                 raise ConfigurationError(
-                    "CANFAR_URL=local needs the embedded platform: install `canfar-core[platform]`."
+                    "CANFAR_URL=local needs the embedded platform, which is not installed: "
+                    "install it with `pip install canfar-local` (or 'canfar-core[local]')."
                 ) from exc
             root = os.environ.get("CANFAR_LOCAL_ROOT")
             config = PlatformConfig(root=Path(root)) if root else PlatformConfig()

@@ -13,6 +13,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 from pydantic import SecretStr
 
 from canfar_core.client import AsyncCanfarClient
@@ -36,10 +37,17 @@ class CanfarClient:
         certificate: str | Path | None = None,
         verify: str | Path | bool = True,
         retry: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         # The configuration first: a ConfigurationError must not leave a loop thread behind.
         self.aio = AsyncCanfarClient(
-            config, url=url, token=token, certificate=certificate, verify=verify, retry=retry
+            config,
+            url=url,
+            token=token,
+            certificate=certificate,
+            verify=verify,
+            retry=retry,
+            transport=transport,
         )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from canfar_core.platform import LocalPlatform
-from canfar_core.platform.testing import processes_mentioning, served, skaha_client, wait_for
+from canfar_local import LocalPlatform
+from canfar_local.testing import processes_mentioning, served, skaha_client, wait_for
 
 IMAGE = "images.canfar.net/skaha/base:latest"
 

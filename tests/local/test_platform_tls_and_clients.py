@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from canfar_core.platform import LocalPlatform
+from canfar_local import LocalPlatform
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec

@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
-from canfar_core.platform import LocalPlatform, PlatformConfig, PlatformError
-from canfar_core.platform.testing import processes_mentioning, skaha_client, wait_for
+from canfar_local import LocalPlatform, PlatformConfig, PlatformError
+from canfar_local.testing import processes_mentioning, skaha_client, wait_for
 
 IMAGE = "images.canfar.net/skaha/base:latest"
 

@@ -104,7 +104,7 @@ def served(root: Path, *options: str) -> Iterator[tuple[subprocess.Popen[str], s
     server still running gets SIGTERM (its sessions keep running under their supervisors).
     """
     cli = Path(sys.executable).with_name("canfar-local")
-    command = [str(cli)] if cli.exists() else [sys.executable, "-m", "canfar_core.platform.cli"]
+    command = [str(cli)] if cli.exists() else [sys.executable, "-m", "canfar_local.cli"]
     process = subprocess.Popen(
         [*command, "serve", "--root", str(root), *options],
         stdout=subprocess.PIPE,

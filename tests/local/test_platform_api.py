@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from canfar_core.platform import LocalPlatform
-from canfar_core.platform.testing import skaha_client, wait_for
+from canfar_local import LocalPlatform
+from canfar_local.testing import skaha_client, wait_for
 
 IMAGE = "images.canfar.net/skaha/base:latest"
 ID_PATTERN = re.compile(r"^[a-z][a-z0-9]{7}$")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 
 import pytest
-from canfar_core.platform.argv import build_argv, container_env, java_split, k8s_expand
-from canfar_core.platform.bundle import headless_bundle, java_replacement, parse_container
-from canfar_core.platform.errors import BadRequest, UnexpectedError
-from canfar_core.platform.render import (
+from canfar_local.argv import build_argv, container_env, java_split, k8s_expand
+from canfar_local.bundle import headless_bundle, java_replacement, parse_container
+from canfar_local.errors import BadRequest, UnexpectedError
+from canfar_local.render import (
     cpu_cores,
     decimal_format,
     java_fixed,
@@ -17,9 +17,9 @@ from canfar_core.platform.render import (
     kubectl_table,
     memory_gb,
 )
-from canfar_core.platform.scheduler import admissible
-from canfar_core.platform.store import QUEUED, RUNNING, SessionRecord
-from canfar_core.platform.validation import java_int, java_parse_double
+from canfar_local.scheduler import admissible
+from canfar_local.store import QUEUED, RUNNING, SessionRecord
+from canfar_local.validation import java_int, java_parse_double
 
 GIB = 1024**3
 
