@@ -34,6 +34,7 @@ from canfar_core.errors import (
 )
 from canfar_core.launch import remove_secrets_file, write_secrets_file
 from canfar_core.outcome import TIMEOUT_EXIT_CODE, Outcome
+from canfar_core.refusals import refusal_sentence
 from canfar_core.tracker import SessionTracker
 from prefect.client.schemas.objects import StateType
 from prefect.exceptions import InfrastructureNotAvailable, InfrastructureNotFound
@@ -143,17 +144,14 @@ class CanfarWorker(
         config = resolve_connection(configuration)
         try:
             return await self._run(logger, config, flow_run, configuration, task_status)
-        except AuthenticationError as exc:
+        except (AuthenticationError, PermissionDeniedError) as exc:
             raise ConfigurationError(
-                f"CANFAR at {config.url} refused the credentials from {config.source} "
-                f"({exc.reason or exc.status}); renew them with `canfar login` or update "
-                "the CANFAR credentials block."
-            ) from None
-        except PermissionDeniedError as exc:
-            raise ConfigurationError(
-                f"CANFAR at {config.url} accepted the credentials from {config.source} but "
-                f"denied access ({exc.reason or exc.status}): this account may not use the "
-                "platform; ask CANFAR support (support@canfar.net) for access."
+                refusal_sentence(
+                    exc,
+                    where=config.url,
+                    source=config.source,
+                    also="update the CANFAR credentials block",
+                )
             ) from None
 
     async def _run(

@@ -32,6 +32,7 @@ from canfar_core.launch import remove_secrets_file
 from canfar_core.models import Session, SessionSpec
 from canfar_core.outcome import Outcome
 from canfar_core.phase import Phase
+from canfar_core.refusals import refusal_sentence
 from canfar_core.sync import CanfarClient
 from pydantic import SecretStr
 from snakemake_interface_common.exceptions import ApiError, WorkflowError
@@ -140,20 +141,9 @@ class Executor(RemoteExecutor):
         try:
             self.context = self.client.context()
             registries = self.client.repositories()
-        except AuthenticationError as exc:
+        except (AuthenticationError, PermissionDeniedError) as exc:
             self.client.close()
-            raise WorkflowError(
-                f"CANFAR at {where} refused the credentials from {config.source} "
-                f"({exc.reason or exc.status}); renew them with `canfar login`."
-            ) from None
-        except PermissionDeniedError as exc:
-            # 403: the credentials are valid, so renewing them would not help.
-            self.client.close()
-            raise WorkflowError(
-                f"CANFAR at {where} accepted the credentials from {config.source} but "
-                f"denied access ({exc.reason or exc.status}): this account may not use the "
-                "platform; ask CANFAR support (support@canfar.net) for access."
-            ) from None
+            raise WorkflowError(refusal_sentence(exc, where=where, source=config.source)) from None
         except ConfigurationError as exc:
             self.client.close()
             raise WorkflowError(str(exc)) from None
