@@ -490,6 +490,8 @@ def saved_access(auth: dict, login: SavedLogin | None) -> dict[str, object]:
         expires = claimed if claimed is not None else (0.0 if login is not None else None)
     if secret is None and login is not None:
         expires = 0.0
+    if claimed is None or expires is None or abs(claimed - expires) > 60:
+        issued = None  # the token's own times do not describe the saved expiry
     return {"token": secret, "expires_at": expires, "issued_at": issued}
 
 
