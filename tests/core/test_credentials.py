@@ -111,6 +111,25 @@ async def test_a_login_near_expiry_is_refreshed_once_and_saved_where_canfar_save
         assert secret not in caplog.text
 
 
+async def test_two_clients_refreshing_one_login_at_once_both_go_on(
+    platform_factory: Callable[..., LocalPlatform], tmp_path: Path
+) -> None:
+    """The refresh token rotates: the client that loses the race takes the winner's
+    token from the saved file instead of declaring the login dead."""
+    platform = platform_factory()
+    home = saved_home(platform, tmp_path / "home")
+    record = official.load(home).authentication["srcnet"]
+    official.save(home, with_token(record, access="revoked"), platform.url.rsplit("/v1", 1)[0])
+    config = resolve_config(environ={}, home=home)
+    async with AsyncCanfarClient(config) as one, AsyncCanfarClient(config) as two:
+        platform.reset_counters()
+        # Both are refused at once and refresh with the same refresh token.
+        assert await asyncio.gather(one.list_sessions(), two.list_sessions()) == [[], []]
+        assert platform.counters()[TOKEN_ROUTE] == 2  # the loser's refresh was refused
+        assert one.config.token == two.config.token
+    assert official.load(home).authentication["srcnet"].access_usable  # type: ignore[union-attr]
+
+
 async def test_a_refused_token_is_refreshed_once_and_a_dead_login_says_how_to_renew(
     platform_factory: Callable[..., LocalPlatform], tmp_path: Path
 ) -> None:

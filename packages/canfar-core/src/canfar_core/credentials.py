@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 
 REFRESH_MARGIN_SECONDS = 300.0
 TOKEN_TIMEOUT_SECONDS = 30.0
+# How long a refused refresh waits for another client's write-back of a rotated token.
+ROTATION_WAIT_SECONDS = 2.0
 
 
 def near_expiry(
@@ -244,19 +246,16 @@ class CredentialKeeper:
         try:
             answer = await self._token_request(current)
         except CredentialsExpiredError:
-            # Another process may have spent the refresh token a moment ago (rotation).
-            again = self._saved(login)
-            if (
-                again is not None
-                and again.config.login is not None
-                and again.config.login.refresh_token != current.refresh_token
-            ):
-                if not again.config.expired():
-                    return again
-                answer = await self._token_request(again.config.login)
-                current = again.config.login
-            else:
+            # Another client (this process or another) may have spent the same refresh
+            # token a moment ago: rotation makes ours invalid, and its write-back of the
+            # new one lands one round trip after the provider answered it.
+            again = await self._rotated_by_another(login, current)
+            if again is None or again.config.login is None:
                 raise
+            if not again.config.expired():
+                return again
+            current = again.config.login
+            answer = await self._token_request(current)
         except CanfarTransportError as exc:
             if config.expired() or forced:
                 raise
@@ -265,6 +264,21 @@ class CredentialKeeper:
             )
             return None
         return self._install(config, current, answer)
+
+    async def _rotated_by_another(self, login: SavedLogin, spent: SavedLogin) -> Renewal | None:
+        """The saved login once its refresh token differs from `spent` (waits briefly)."""
+        deadline = time.monotonic() + ROTATION_WAIT_SECONDS
+        while True:
+            again = self._saved(login)
+            if (
+                again is not None
+                and again.config.login is not None
+                and again.config.login.refresh_token != spent.refresh_token
+            ):
+                return again
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(0.2)
 
     def _saved(self, login: SavedLogin) -> Renewal | None:
         """The login as saved in the file now (None if it is gone or unreadable)."""
