@@ -101,3 +101,13 @@ def test_sessions_get_a_proxy_at_create_and_renew_and_trust_the_platform(
         listed = http.get(platform.url + "/session")
     assert listed.headers["x-vo-authenticated"] == platform.user
     assert [s["id"] for s in listed.json()] == [session_id]
+
+
+def test_the_command_line_refuses_a_ca_key_without_its_ca() -> None:
+    from canfar_local.cli import build_parser, config_from
+    from canfar_local.errors import PlatformError
+
+    with pytest.raises(PlatformError, match="--client-ca-key needs --client-ca"):
+        config_from(build_parser().parse_args(["serve", "--client-ca-key", "ca.key"]))
+    with pytest.raises(PlatformError, match="--proxy-lifetime=0 is not allowed"):
+        config_from(build_parser().parse_args(["serve", "--proxy-lifetime", "0"]))

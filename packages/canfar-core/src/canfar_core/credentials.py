@@ -42,6 +42,7 @@ import yaml
 from pydantic import SecretStr
 
 from canfar_core.config import (
+    RENEW_HINT,
     CanfarConfig,
     SavedLogin,
     certificate_validity,
@@ -322,8 +323,7 @@ class CredentialKeeper:
             # `canfar login` helps. The provider's error_description is not repeated.
             raise CredentialsExpiredError(
                 f"The CANFAR login {login.idp!r} (from {login.path}) can no longer be "
-                f"refreshed: its identity provider answered {error}; renew it with "
-                "`canfar login`."
+                f"refreshed (its identity provider answered {error}); {RENEW_HINT}."
             )
         access = answer.get("access_token")
         if response.status_code != 200 or not isinstance(access, str) or not access:
