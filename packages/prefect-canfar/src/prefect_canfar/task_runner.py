@@ -37,6 +37,7 @@ from canfar_core.errors import SpecError
 from canfar_core.launch import envelope
 from canfar_core.names import unique_name
 from canfar_core.outcome import Outcome
+from canfar_core.runtime_limit import runtime_backstop
 from canfar_core.sync import CanfarClient
 from canfar_core.tracker import SessionTracker
 from prefect.futures import PrefectConcurrentFuture, PrefectFuture, wait
@@ -544,7 +545,7 @@ class _TaskJob:
             spec,
             str(task_dir),
             pending_timeout=self.runner.pending_timeout,
-            runtime_limit=None,
+            runtime_limit=runtime_backstop(self.runner.task_timeout),
         )
         state_path = task_dir / STATE_FILE
         if state_path.exists():
