@@ -25,7 +25,8 @@ from snakemake_executor_plugin_canfar.resources import (
     SessionRequest,
     plan_request,
 )
-from snakemake_executor_plugin_canfar.settings import ExecutorSettings, settings_problems
+from snakemake_executor_plugin_canfar.settings import ExecutorSettings
+from snakemake_executor_plugin_canfar.validation import settings_problems
 
 IMAGE = "images.canfar.net/skaha/base:latest"
 

@@ -21,7 +21,6 @@ import contextvars
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import threading
 import uuid
@@ -35,6 +34,7 @@ from canfar_core.config import CanfarConfig, resolve_config
 from canfar_core.context import Context
 from canfar_core.errors import SpecError
 from canfar_core.launch import envelope
+from canfar_core.local import LOCAL_IMAGE, session_python
 from canfar_core.names import unique_name
 from canfar_core.outcome import Outcome
 from canfar_core.runtime_limit import runtime_backstop
@@ -55,7 +55,6 @@ from prefect_canfar.options import (
 
 log = logging.getLogger(__name__)
 
-LOCAL_IMAGE = "images.canfar.net/skaha/astroml:latest"
 LOG_TAIL_LINES = 40
 
 
@@ -101,7 +100,7 @@ class CanfarTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         url, credentials: the server (`local` for the embedded platform); by default the
             usual resolution (CANFAR_URL, ~/.canfar/config.yaml, ~/.ssl/cadcproxy.pem).
         max_sessions: how many task sessions may exist at once; the rest wait, unpolled.
-        python: the interpreter inside the session (default `python`; in local mode the
+        python: the interpreter inside the session (default `python3`; in local mode the
             current interpreter).
         workdir: the sessions' working directory (default: the flow's current directory).
         pending_timeout: seconds a session may stay Pending before it is deleted and the
@@ -293,7 +292,7 @@ class CanfarTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
 
     def python_executable(self, local: bool) -> str:
         """The interpreter the session runs the task engine with."""
-        return self.python or (sys.executable if local else "python")
+        return self.python or session_python(local)
 
     def task_root(self) -> Path:
         """Where pickled calls and States are exchanged (checked writable on first use).

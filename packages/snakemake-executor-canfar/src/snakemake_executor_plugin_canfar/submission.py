@@ -43,6 +43,7 @@ class Plan:
     request: SessionRequest
     spec: SessionSpec = field(repr=False)
     secrets_file: Path | None = None
+    fingerprint: str = ""
 
     @property
     def runtime_limit(self) -> float | None:
