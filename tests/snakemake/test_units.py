@@ -283,3 +283,26 @@ def test_settings_problems_are_one_sentence_each() -> None:
 def test_settings_repr_hides_secrets() -> None:
     text = repr(ExecutorSettings(token="tok-SECRET", registry_secret="reg-SECRET"))
     assert not re.search("SECRET", text)
+
+
+def test_plugin_flags_beat_snakemakes_generated_defaults_but_not_the_rules() -> None:
+    # What --default-resources gives every rule: mem_mb=1000, mem_mib=954.
+    generated_only = {"mem_mb": 1000, "mem_mib": 954}
+    assert plan(generated_only, ram=8).ram == 1  # if the rule had declared it
+    flagged = plan_request(
+        label="rule align",
+        threads=1,
+        resources=generated_only,
+        defaults=Defaults(image=IMAGE, ram=8),
+        context=CANFAR_NET,
+        generated=frozenset({"mem_mb", "mem_mib"}),
+    )
+    assert flagged.ram == 8  # --canfar-ram 8 beats the generated default...
+    declared = plan_request(
+        label="rule align",
+        threads=1,
+        resources={"mem_mb": 3000, "mem_mib": 2862},
+        defaults=Defaults(image=IMAGE, ram=8),
+        context=CANFAR_NET,
+    )
+    assert declared.ram == 3  # ...and a rule's own mem_mb beats --canfar-ram.

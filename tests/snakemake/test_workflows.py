@@ -74,9 +74,21 @@ def test_multi_rule_workflow_with_wildcards_group_resources_and_envvars(
     )
     # The session list fails for a while: status checks ride it out, and say so.
     platform.inject_fault(method="GET", route="/v1/session", status=500, count=3)
-    result = wf.run("--canfar-keep-sessions", env=wf.env(CANFAR_TEST_VALUE=HOSTILE))
+    # A profile's --default-resources gives every rule mem_mb=1000; --canfar-ram beats
+    # that generated default, a rule's own mem_mb beats --canfar-ram (issue 16, item 5).
+    result = wf.run(
+        "--canfar-keep-sessions",
+        "--default-resources",
+        "--canfar-ram",
+        "2",
+        env=wf.env(CANFAR_TEST_VALUE=HOSTILE),
+    )
     assert result.returncode == 0, result.stdout
     assert "GET session failed (HTTP 500" in result.stdout and "retrying in" in result.stdout
+    # Every line the plugin and canfar-core write reaches Snakemake's own log file.
+    [logfile] = (wf.path / ".snakemake" / "log").glob("*.snakemake.log")
+    logged = logfile.read_text()
+    assert "GET session failed (HTTP 500" in logged and "CANFAR executor: run" in logged
 
     assert (wf.path / "summary.txt").read_text() == "ONE\nTWO\n"
     assert (wf.path / "env.txt").read_text() == HOSTILE
@@ -89,6 +101,8 @@ def test_multi_rule_workflow_with_wildcards_group_resources_and_envvars(
     [big] = by_rule(sessions, "big")
     assert big["requestedCPUCores"] == "4"
     assert gib(str(big["requestedRAM"])) == 3.0
+    [summary] = by_rule(sessions, "summary")
+    assert gib(str(summary["requestedRAM"])) == 2.0
 
     logs = wf.logs()
     assert {p.stem.split("-", 1)[1] for p in logs} == {s["id"] for s in sessions}

@@ -43,6 +43,7 @@ from snakemake_executor_plugin_canfar.naming import job_log_path, run_prefix, se
 from snakemake_executor_plugin_canfar.resources import (
     RequestError,
     SessionRequest,
+    generated_defaults,
     plan_request,
 )
 from snakemake_executor_plugin_canfar.run_context import RunContext, open_run
@@ -208,12 +209,16 @@ class Executor(RemoteExecutor):
 
     def _request(self, job: JobExecutorInterface) -> SessionRequest:
         assert self.run is not None
+        members = list(getattr(job, "jobs", None) or []) if job.is_group() else [job]
         return plan_request(
             label=_label(job),
             threads=job.threads,
             resources=_resource_dict(job),
             defaults=self.run.defaults,
             context=self.run.server,
+            generated=generated_defaults(
+                [member.rule for member in members], _default_resources(self.workflow)
+            ),
         )
 
     def _plan(self, job: JobExecutorInterface) -> Plan:
@@ -505,6 +510,13 @@ def _title(job: JobExecutorInterface) -> str:
 
 def _label(job: JobExecutorInterface) -> str:
     return f"group {_title(job)}" if job.is_group() else f"rule {_title(job)}"
+
+
+def _default_resources(workflow: Any) -> Any:
+    """The run's default resources as Snakemake parsed them (`--default-resources`)."""
+    settings = workflow.resource_settings
+    parsed = getattr(settings, "_parsed_default_resources", None)
+    return parsed if parsed is not None else (settings.default_resources or {})
 
 
 def _resource_dict(job: JobExecutorInterface) -> dict[str, Any]:

@@ -1,5 +1,12 @@
 """Translate a Snakemake job's resources into what a CANFAR session may request.
 
+Precedence, most specific first: the rule's `canfar_*` resources; the rule's own
+resources (`threads`, `mem_mb`, `gpu`, also when set by `--set-resources`); the
+plugin's flags (`--canfar-ram`, ...); Snakemake's generated defaults
+(`--default-resources`, which a profile often passes, gives every rule `mem_mb`);
+the server's default request. Without the last distinction `--canfar-ram 16` would
+be overruled by the generated `mem_mb=1000` and give 1 GiB sessions.
+
 CANFAR accepts only discrete values from the server's `/context` options (cores as a
 count, RAM in GiB). The rule is canfar-core's, the same for every engine
 (`canfar_core.allowed.fit`): round *up* to the smallest allowed value and say so
@@ -10,7 +17,7 @@ naming the rule, the value and the maximum, never clamp it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from canfar_core.allowed import fit
@@ -90,6 +97,31 @@ def _smallest(
     return fitted.value
 
 
+SIZED = ("mem", "disk")
+
+
+def generated_defaults(rules: Iterable[object], defaults: Mapping[str, object]) -> frozenset[str]:
+    """The names of a job's resources that are Snakemake's generated defaults.
+
+    A rule starts from a copy of the default resources and then takes its own; a
+    resource still equal to the default's (Snakemake's `Resource` compares values, and
+    a default's evaluator survives the copy) for every rule of the job was not asked
+    for by the rule. Sized resources count under all their names (`mem`, `mem_mb`,
+    `mem_mib`), as the job's evaluated resources carry all three.
+    """
+    names: set[str] = set()
+    for name, default in defaults.items():
+        if all(_resource(rule, name) == default for rule in rules):
+            base = name.split("_")[0]
+            names.update({base, f"{base}_mb", f"{base}_mib"} if base in SIZED else {name})
+    return frozenset(names)
+
+
+def _resource(rule: object, name: str) -> object:
+    resources = getattr(rule, "resources", None) or {}
+    return resources.get(name) if hasattr(resources, "get") else None
+
+
 def plan_request(
     *,
     label: str,
@@ -97,11 +129,14 @@ def plan_request(
     resources: Mapping[str, object],
     defaults: Defaults,
     context: Context,
+    generated: frozenset[str] = frozenset(),
 ) -> SessionRequest:
     """The session request for a job.
 
     `label` names the job for messages ("rule align" or "group foo"); `resources` is
-    the job's evaluated resources (attempt-dependent callables are already applied).
+    the job's evaluated resources (attempt-dependent callables are already applied);
+    `generated` names those that are only Snakemake's defaults (see `generated_defaults`),
+    which the plugin's flags override.
     """
     image = resources.get("canfar_image") or defaults.image
     if not image:
@@ -119,7 +154,7 @@ def plan_request(
         want = max(int(threads or 1), defaults.cores or 1)
         cores = _smallest(context, "cores", want, label, f"threads={want} (cores)", notes)
 
-    ram = _plan_ram(label, resources, defaults, context, notes)
+    ram = _plan_ram(label, resources, defaults, context, notes, generated)
 
     gpus: int | None = None
     for key in ("canfar_gpus", "gpu"):
@@ -156,12 +191,16 @@ def _plan_ram(
     defaults: Defaults,
     context: Context,
     notes: list[str],
+    generated: frozenset[str] = frozenset(),
 ) -> int:
     if "canfar_ram" in resources:
         want = _number(label, "canfar_ram", resources["canfar_ram"])
         return _smallest(context, "ram", want, label, f"canfar_ram={want:g} GiB", notes)
     mem_mb, mem_mib = resources.get("mem_mb"), resources.get("mem_mib")
-    if mem_mb is not None or mem_mib is not None:
+    declared = mem_mb is not None or mem_mib is not None
+    if declared and defaults.ram and {"mem_mb", "mem_mib"} & generated:
+        declared = False  # Snakemake's generated default: --canfar-ram beats it
+    if declared:
         # Snakemake fills in both; mem_mib is exact in binary units, mem_mb is what
         # users usually wrote, so compute from the first and show the second.
         if mem_mib is not None:
