@@ -49,9 +49,9 @@ class Plan:
     state_dir: str | None
 
     def new_name(self) -> str:
-        """A fresh session name for one attempt (replicas add `-<i>`).
+        """A fresh session name (replicas add `-<i>`); `spec.name` is the first one.
 
-        Every attempt gets a new random suffix: the client adopts a session by its name
+        Every name gets a new random suffix: the client adopts a session by its name
         after a lost answer, which is only safe when no other session has that name.
         """
         return unique_name(self.stem, max_length=max_stem_length(self.replicas) + 7)

@@ -217,7 +217,7 @@ def as_json(results: list[ReplicaResult], judge: Judge) -> str:
                 "exit_code": verdict.recorded,
                 "runtime_seconds": _rounded(last.runtime() if last else None),
                 "reason": verdict.reason,
-                "log_tail": last.outcome.log_tail(LOG_TAIL_LINES) if last and last.outcome else "",
+                "log_tail": _tail(last.outcome) if last and last.outcome else "",
                 "attempts": [_attempt_json(a, judge) for a in result.attempts],
             }
         )

@@ -168,7 +168,9 @@ class Runner:
             )
 
     async def _attempt(self, plan: Plan, result: ReplicaResult, number: int) -> Attempt:
-        base = plan.new_name()
+        # Replicas share one name, `<name>-<i>`, as the official client names them; a
+        # retry gets a fresh one, so that no two attempts ever share a name.
+        base = plan.spec.name if number == 1 else plan.new_name()
         name = f"{base}-{result.replica}" if plan.replicas > 1 else base
         attempt = Attempt(number, name)
         result.attempts.append(attempt)
