@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from canfar_core.config import url_problem
 from snakemake_interface_executor_plugins.settings import CommonSettings, ExecutorSettingsBase
 
 DEFAULT_PENDING_TIMEOUT = 3600
@@ -71,7 +70,7 @@ class ExecutorSettings(ExecutorSettingsBase):
             "help": "Container image for every job, e.g. images.canfar.net/<project>/"
             "<image>:<tag>; it must contain Snakemake of the same minor version as this "
             "one (or see --canfar-python). A rule can override it with the canfar_image "
-            "resource. Default in local mode: images.canfar.net/skaha/base:latest.",
+            "resource. Default in local mode: images.canfar.net/skaha/astroml:latest.",
         },
     )
     python: Optional[str] = field(
@@ -169,46 +168,3 @@ class ExecutorSettings(ExecutorSettingsBase):
         # Keep secrets out of any debug output that prints the settings object.
         shown = {k: v for k, v in vars(self).items() if k not in ("token", "registry_secret")}
         return f"ExecutorSettings({shown})"
-
-
-def settings_problems(settings: ExecutorSettings) -> list[str]:
-    """One sentence per invalid setting (field, value, what is allowed).
-
-    Only what can be judged without the server; the sizes are checked against its
-    `/context` options once it has been reached (`Executor._setup`).
-    """
-    problems = []
-    if settings.url is not None:
-        problem = url_problem(settings.url.strip().rstrip("/"))
-        if problem is not None:
-            problems.append(f"--canfar-url={settings.url!r} is not allowed: {problem}.")
-    if settings.image is not None and not settings.image.strip():
-        problems.append(
-            f"--canfar-image={settings.image!r} is not allowed: give an image such as "
-            "images.canfar.net/<project>/<name>:<tag>."
-        )
-    for name in ("cores", "ram"):
-        value = getattr(settings, name)
-        if value is not None and value < 1:
-            problems.append(f"--canfar-{name}={value} is not allowed: it must be at least 1.")
-    if settings.gpus is not None and settings.gpus < 1:
-        # Unset already means no GPUs; 0 or less is most likely a typo for a count.
-        problems.append(
-            f"--canfar-gpus={settings.gpus} is not allowed: leave it unset for no GPUs, "
-            "otherwise at least 1."
-        )
-    if settings.pending_timeout < 0:
-        problems.append(
-            f"--canfar-pending-timeout={settings.pending_timeout} is not allowed: "
-            "use a number of seconds, or 0 to wait forever."
-        )
-    if settings.submit_concurrency < 1:
-        problems.append(
-            f"--canfar-submit-concurrency={settings.submit_concurrency} is not allowed: "
-            "it must be at least 1."
-        )
-    if bool(settings.registry_username) != bool(settings.registry_secret):
-        problems.append(
-            "--canfar-registry-username and --canfar-registry-secret must be given together."
-        )
-    return problems
