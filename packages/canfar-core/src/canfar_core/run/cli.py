@@ -18,11 +18,20 @@ from pathlib import Path
 from canfar_core.client import AsyncCanfarClient
 from canfar_core.config import CanfarConfig, resolve_config
 from canfar_core.errors import CanfarError, ConfigurationError
+from canfar_core.local import runs_on_this_machine
 from canfar_core.refusals import is_refusal, refusal_sentence
 from canfar_core.run.options import PROG, RunOptions, UsageError, parse_options
-from canfar_core.run.plan import make_plan, on_this_machine
+from canfar_core.run.plan import make_plan
 from canfar_core.run.progress import QueueProgress
-from canfar_core.run.report import NO_EXIT_CODE, Judge, ReplicaResult, as_json, headline, table
+from canfar_core.run.report import (
+    NO_EXIT_CODE,
+    Judge,
+    ReplicaResult,
+    as_json,
+    detached_json,
+    headline,
+    table,
+)
 from canfar_core.run.runner import Runner, Where
 from canfar_core.run.stream import LogStreamer, Output
 from canfar_core.tracker import SessionTracker
@@ -94,7 +103,7 @@ async def _with_client(
     where: Where,
     signals: _Signals,
 ) -> int:
-    local = on_this_machine(config)
+    local = runs_on_this_machine(config)
     plan = None
     if not options.attach:
         plan = await make_plan(client, options, config, say, cwd=Path.cwd())
@@ -179,7 +188,7 @@ def _print_detached(results: list[ReplicaResult], options: RunOptions) -> int:
     ids = [r.last.session_id for r in results if r.last and r.last.session_id]
     failed = [r for r in results if not (r.last and r.last.session_id)]
     if options.json:
-        print(as_json(results, Judge()))
+        print(detached_json(results), flush=True)
     else:
         for session_id in ids:
             print(session_id, flush=True)

@@ -12,31 +12,21 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
+from canfar_core.allowed import fit
 from canfar_core.client import AsyncCanfarClient
 from canfar_core.config import CanfarConfig
 from canfar_core.context import Context
 from canfar_core.errors import SpecError
 from canfar_core.launch import envelope
+from canfar_core.local import LOCAL_IMAGE, runs_on_this_machine
 from canfar_core.models import SessionSpec
 from canfar_core.names import sanitize, unique_name
 from canfar_core.run.options import PROG, RunOptions, UsageError, max_stem_length
 
-# The image the snakemake plugin also uses when the server runs on this machine, where
-# the host stands in for the image's contents.
-LOCAL_DEFAULT_IMAGE = "images.canfar.net/skaha/base:latest"
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 # Where CANFAR mounts its shared filesystem: a directory there is one sessions see too.
 SHARED_ROOTS = ("/arc/", "/cavern/")
 _OPTION = {"image": "--image", "cores": "--cores", "ram": "--ram", "gpus": "--gpus"}
-_UNITS = {"cores": "", "ram": " GiB", "gpus": ""}
-
-
-def on_this_machine(config: CanfarConfig) -> bool:
-    """True for the embedded platform, in-process or on a loopback URL: its sessions
-    run here, so they see this filesystem."""
-    return config.is_local or (urlsplit(config.url).hostname or "") in LOOPBACK_HOSTS
 
 
 @dataclass(frozen=True)
@@ -70,8 +60,8 @@ async def make_plan(
     cwd: Path | None = None,
 ) -> Plan:
     """Check the request against the server and build the spec (raises UsageError)."""
-    local = on_this_machine(config)
-    image = options.image or (LOCAL_DEFAULT_IMAGE if local else None)
+    local = runs_on_this_machine(config)
+    image = options.image or (LOCAL_IMAGE if local else None)
     if image is None:
         raise UsageError(
             "--image is required: the container image to run, e.g. "
@@ -118,21 +108,17 @@ def default_workdir(local: bool, cwd: Path) -> str | None:
 
 def _round_up(
     context: Context, resource: str, wanted: float | None, say: Callable[[str], None]
-) -> float | None:
+) -> int | None:
+    """The allowed value for `wanted`, by the rule every engine uses (`allowed.fit`)."""
     if wanted is None:
         return None
-    option = _OPTION[resource]
     try:
-        granted = context.smallest_allowed(resource, wanted, field=option)
+        fitted = fit(context, resource, wanted, field=_OPTION[resource])
     except SpecError as exc:
         raise UsageError(_reworded(exc)) from None
-    if granted != wanted:
-        unit = _UNITS[resource]
-        say(
-            f"{PROG}: {option}={wanted:g} is not one of the server's options; "
-            f"using {granted}{unit}, the smallest allowed value above it."
-        )
-    return granted
+    if fitted.note:
+        say(f"{PROG}: {_OPTION[resource]}: {fitted.note}.")
+    return fitted.value
 
 
 def _reworded(exc: SpecError) -> str:

@@ -231,6 +231,20 @@ def as_json(results: list[ReplicaResult], judge: Judge) -> str:
     return json.dumps(report, indent=2)
 
 
+def detached_json(results: list[ReplicaResult]) -> str:
+    """What `--detach --json` prints: each replica's session, or why it has none."""
+    replicas = [
+        {
+            "replica": r.replica,
+            "session": r.last.session_id if r.last else None,
+            "name": r.last.name if r.last else None,
+            "error": r.last.error if r.last else "not created",
+        }
+        for r in results
+    ]
+    return json.dumps({"replicas": replicas}, indent=2)
+
+
 def _attempt_json(attempt: Attempt, judge: Judge) -> dict[str, object]:
     verdict = judge(attempt)
     return {

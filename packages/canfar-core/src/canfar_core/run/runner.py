@@ -16,7 +16,7 @@ from functools import partial
 
 from canfar_core.client import AsyncCanfarClient
 from canfar_core.errors import CanfarError, TrackerOutageError
-from canfar_core.launch import KILL_GRACE_SECONDS, read_exit_file
+from canfar_core.launch import read_exit_file
 from canfar_core.outcome import Outcome
 from canfar_core.refusals import is_refusal, refusal_sentence
 from canfar_core.run.options import PROG, UsageError
@@ -24,11 +24,8 @@ from canfar_core.run.plan import Plan
 from canfar_core.run.progress import QueueProgress
 from canfar_core.run.report import Attempt, Judge, ReplicaResult
 from canfar_core.run.stream import LogStreamer
+from canfar_core.runtime_limit import runtime_backstop
 from canfar_core.tracker import SessionTracker
-
-# The tracker's own runtime limit is a backstop behind the envelope's `timeout`, late
-# enough that the envelope always gets to record its 124 first.
-BACKSTOP_SLACK_SECONDS = KILL_GRACE_SECONDS + 30
 
 
 @dataclass(frozen=True)
@@ -66,7 +63,8 @@ class Runner:
         self.state_dir = state_dir
         self.pending_timeout = pending_timeout
         self.timeout = timeout
-        self.runtime_limit = timeout + BACKSTOP_SLACK_SECONDS if timeout else None
+        # The tracker's limit is a backstop behind the envelope's own `timeout`.
+        self.runtime_limit = runtime_backstop(timeout)
         self.retries = retries
         self.max_running = max_running
         self.results: list[ReplicaResult] = []
