@@ -242,6 +242,18 @@ def test_output_streams_while_the_command_runs(
         assert per_session >= 2
 
 
+def test_a_reader_that_goes_away_does_not_stop_the_run(platform: LocalPlatform) -> None:
+    process = start(
+        platform, "--name=head", "--", "sh", "-c", "echo one; sleep 1; echo two; exit 4"
+    )  # like `canfar-run ... | head -1`
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline() == "one\n"
+    process.stdout.close()
+    code = process.wait(timeout=60)
+    err = process.stderr.read()
+    assert code == 4 and "Traceback" not in err and "exited with code 4" in err
+
+
 # -- Ctrl-C ------------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,11 +53,17 @@ def command_output(text: str) -> str:
 
 
 class Output:
-    """Where output lines go, with the replica prefix when there are replicas."""
+    """Where output lines go, with the replica prefix when there are replicas.
+
+    When the reader goes away (`canfar-run ... | head -1`), the rest of the output is
+    dropped and the run goes on: its exit code and report still matter, and the
+    sessions must still be waited for (or deleted), not abandoned with a traceback.
+    """
 
     def __init__(self, stream: TextIO, *, width: int | None) -> None:
         self.stream = stream
         self.width = width
+        self.closed = False
 
     def line(self, label: int, text: str) -> None:
         """Write one line of replica `label`'s output."""
@@ -64,12 +71,28 @@ class Output:
         if shown is None:
             return
         prefix = f"{label:>{self.width}}: " if self.width else ""
-        self.stream.write(f"{prefix}{shown}\n")
+        if not self.closed:
+            try:
+                self.stream.write(f"{prefix}{shown}\n")
+            except (BrokenPipeError, ValueError):
+                self._reader_gone()
 
     def flush(self) -> None:
         """Flush after a batch of lines."""
-        with contextlib.suppress(ValueError, OSError):
-            self.stream.flush()
+        if not self.closed:
+            try:
+                self.stream.flush()
+            except (BrokenPipeError, ValueError):
+                self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        self.closed = True
+        # Point the descriptor at /dev/null, so the interpreter's own flush at exit
+        # does not fail again on what is still buffered.
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())
+            os.close(devnull)
 
 
 @dataclass
