@@ -132,6 +132,9 @@ class Runner:
             asyncio.ensure_future(self.progress.run()),
         ]
         self._tasks = [asyncio.ensure_future(job) for job in jobs]
+        if self.stopping:  # interrupted before the tasks existed to be cancelled
+            for task in self._tasks:
+                task.cancel()
         try:
             if self._tasks:
                 await asyncio.wait(self._tasks)
@@ -150,6 +153,8 @@ class Runner:
     ) -> None:
         for number in range(1, self.retries + 2):
             async with slots:
+                if self.stopping:
+                    return
                 attempt = await self._attempt(plan, result, number)
                 if attempt.session_id is not None and not detach:
                     await self._watch(attempt, result.replica)
