@@ -335,6 +335,24 @@ def test_bad_input_is_one_sentence_and_exit_2_before_anything_is_submitted(
     assert platform.counters().get("POST /v1/session", 0) == before
 
 
+def test_refused_credentials_are_the_shared_sentence_and_exit_2(
+    platform: LocalPlatform,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("CANFAR_URL", platform.url)
+    monkeypatch.setenv("CANFAR_TOKEN", "not-a-token-of-this-platform")
+    before = platform.counters().get("POST /v1/session", 0)
+    assert main(["--", "true"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"canfar-run: CANFAR at {platform.url} refused the credentials from environment "
+        "(Unauthorized); renew them with `canfar login`.\n"
+    )
+    assert "not-a-token" not in err
+    assert platform.counters().get("POST /v1/session", 0) == before
+
+
 # -- rules beside the end-to-end tests ---------------------------------------------------
 
 

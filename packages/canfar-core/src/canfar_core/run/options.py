@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The options, named as the official `canfar create` names them where it has them."""
     parser = _Parser(
         prog=PROG,
+        allow_abbrev=False,  # `--rep 3` must not quietly mean --replicas
         usage=f"{PROG} [options] -- COMMAND [ARG...]\n       {PROG} --attach ID [ID...]",
         description=(
             "Run a command in CANFAR headless sessions and wait for it, like srun: its "
