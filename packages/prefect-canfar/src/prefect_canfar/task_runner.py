@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from canfar_core.allowed import check_registry, fit
+from canfar_core.bridge import TrackerBridge
 from canfar_core.config import CanfarConfig, resolve_config
 from canfar_core.context import Context
 from canfar_core.errors import SpecError
@@ -39,7 +40,6 @@ from canfar_core.names import unique_name
 from canfar_core.outcome import Outcome
 from canfar_core.runtime_limit import runtime_backstop
 from canfar_core.sync import CanfarClient
-from canfar_core.tracker import SessionTracker
 from prefect.futures import PrefectConcurrentFuture, PrefectFuture, wait
 from prefect.task_runners import TaskRunner
 
@@ -319,19 +319,16 @@ class CanfarTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
 
 
 class _SessionService:
-    """The client, the tracker and the session slots of one runner."""
+    """The client, the tracker (bridged to the task threads) and the session slots of one runner."""
 
     def __init__(self, config: CanfarConfig, max_sessions: int) -> None:
         self.local = config.is_local
         self.client = CanfarClient(config)
-        self.tracker: SessionTracker = self.client.run(self._new_tracker())
+        self.bridge = TrackerBridge(self.client, min_interval=0.3, max_interval=10.0)
         self.slots = threading.BoundedSemaphore(max_sessions)
         self._live: set[str] = set()
         self._lock = threading.Lock()
         self._context: Context | None = None
-
-    async def _new_tracker(self) -> SessionTracker:
-        return SessionTracker(self.client.aio, min_interval=0.3, max_interval=10.0)
 
     def context(self) -> Context:
         """The server's resource options (fetched once)."""
@@ -357,9 +354,14 @@ class _SessionService:
             with self._lock:
                 self._live.add(session_id)
             try:
-                outcome = self.client.run(
-                    self._watch(session_id, state_dir, pending_timeout, runtime_limit)
+                self.bridge.watch(
+                    session_id,
+                    state_dir=state_dir,
+                    pending_timeout=pending_timeout,
+                    runtime_limit=runtime_limit,
                 )
+                outcome = self.bridge.wait(session_id)
+                self.bridge.forget(session_id)
             finally:
                 with self._lock:
                     self._live.discard(session_id)
@@ -368,20 +370,6 @@ class _SessionService:
                 except Exception as exc:  # the outcome matters more than the cleanup
                     log.warning("Could not delete session %s: %s", session_id, exc)
         return session_id, outcome
-
-    async def _watch(
-        self,
-        session_id: str,
-        state_dir: str,
-        pending_timeout: float | None,
-        runtime_limit: float | None,
-    ) -> Outcome:
-        return await self.tracker.watch(
-            session_id,
-            state_dir=state_dir,
-            pending_timeout=pending_timeout,
-            runtime_limit=runtime_limit,
-        )
 
     def close(self) -> None:
         """Delete sessions still alive (nothing is left running unwatched), stop."""
@@ -392,8 +380,7 @@ class _SessionService:
                 self.client.delete(session_id)
             except Exception as exc:
                 log.warning("Could not delete session %s: %s", session_id, exc)
-        self.client.run(self.tracker.aclose())
-        self.client.close()
+        self.bridge.close()
 
 
 class _TaskJob:
