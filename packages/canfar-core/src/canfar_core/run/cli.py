@@ -111,7 +111,7 @@ async def _with_client(
     tracker = SessionTracker(
         client,
         min_interval=0.3 if local else 1.0,
-        max_interval=2.0 if local else 10.0,
+        max_interval=1.0 if local else 10.0,
     )
     output = Output(
         sys.stderr if options.json else sys.stdout,
