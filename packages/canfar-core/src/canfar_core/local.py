@@ -24,6 +24,17 @@ from canfar_core.errors import ConfigurationError
 if TYPE_CHECKING:
     from canfar_local import LocalPlatform
 
+# Where CANFAR mounts its shared filesystem in every session (reference §6: `/arc` on
+# canfar.net, `/cavern` on canSRC): a path below one of these is seen by sessions too.
+SHARED_ROOTS = ("/arc/", "/cavern/")
+
+
+def on_shared_filesystem(path: str | Path) -> bool:
+    """True when sessions see `path` at the same place (it is under /arc or /cavern)."""
+    text = str(path)
+    return text.startswith(SHARED_ROOTS) or text.rstrip("/") in ("/arc", "/cavern")
+
+
 # The image a session gets when none is set and the platform is on this machine.
 LOCAL_IMAGE = "images.canfar.net/skaha/astroml:latest"
 # The interpreter inside a CANFAR image: `python` is missing from many Debian-based

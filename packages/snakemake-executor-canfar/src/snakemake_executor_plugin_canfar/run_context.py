@@ -17,7 +17,12 @@ from typing import Any
 from canfar_core.config import CanfarConfig, resolve_config
 from canfar_core.context import Context
 from canfar_core.errors import CanfarError, ConfigurationError
-from canfar_core.local import IMAGE_PYTHON, LOCAL_IMAGE, runs_on_this_machine
+from canfar_core.local import (
+    IMAGE_PYTHON,
+    LOCAL_IMAGE,
+    on_shared_filesystem,
+    runs_on_this_machine,
+)
 from canfar_core.refusals import is_refusal, refusal_sentence
 from canfar_core.sync import CanfarClient
 from pydantic import SecretStr
@@ -27,7 +32,6 @@ from snakemake_executor_plugin_canfar.naming import new_run_id
 from snakemake_executor_plugin_canfar.resources import Defaults
 from snakemake_executor_plugin_canfar.settings import ExecutorSettings
 from snakemake_executor_plugin_canfar.validation import (
-    SHARED_ROOTS,
     check_deployment,
     check_workdir,
     check_writable,
@@ -171,6 +175,6 @@ def _python(settings: ExecutorSettings, same_machine: bool) -> str:
     """The interpreter that runs `-m snakemake` inside the session."""
     if settings.python:
         return settings.python
-    if same_machine or sys.executable.startswith(SHARED_ROOTS):
+    if same_machine or on_shared_filesystem(sys.executable):
         return sys.executable
     return IMAGE_PYTHON

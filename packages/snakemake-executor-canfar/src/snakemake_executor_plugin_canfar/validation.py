@@ -15,12 +15,11 @@ from canfar_core.allowed import registry_problem
 from canfar_core.config import url_problem
 from canfar_core.context import Context
 from canfar_core.errors import SpecError
+from canfar_core.local import on_shared_filesystem
 from snakemake_interface_common.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 from snakemake_executor_plugin_canfar.settings import ExecutorSettings
-
-SHARED_ROOTS = ("/arc/", "/cavern/")
 
 
 def settings_problems(settings: ExecutorSettings) -> list[str]:
@@ -93,7 +92,7 @@ def server_problems(
 
 def check_workdir(workdir: Path, *, same_machine: bool, skip: bool) -> None:
     """Refuse a working directory the sessions cannot see (not on /arc)."""
-    if same_machine or skip or str(workdir).startswith(SHARED_ROOTS):
+    if same_machine or skip or on_shared_filesystem(workdir):
         return
     raise WorkflowError(
         f"The working directory {workdir} is not on CANFAR's shared filesystem "

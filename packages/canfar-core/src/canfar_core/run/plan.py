@@ -19,13 +19,11 @@ from canfar_core.config import CanfarConfig
 from canfar_core.context import Context
 from canfar_core.errors import SpecError
 from canfar_core.launch import envelope
-from canfar_core.local import LOCAL_IMAGE, runs_on_this_machine
+from canfar_core.local import LOCAL_IMAGE, on_shared_filesystem, runs_on_this_machine
 from canfar_core.models import SessionSpec
 from canfar_core.names import sanitize, unique_name
 from canfar_core.run.options import PROG, RunOptions, UsageError, max_stem_length
 
-# Where CANFAR mounts its shared filesystem: a directory there is one sessions see too.
-SHARED_ROOTS = ("/arc/", "/cavern/")
 _OPTION = {"image": "--image", "cores": "--cores", "ram": "--ram", "gpus": "--gpus"}
 
 
@@ -100,9 +98,8 @@ def default_workdir(local: bool, cwd: Path) -> str | None:
     None leaves the session in its `$HOME`. Sessions see this directory when they run
     on this machine, or when it is on CANFAR's shared filesystem.
     """
-    text = str(cwd)
-    if local or text.startswith(SHARED_ROOTS) or text in ("/arc", "/cavern"):
-        return text
+    if local or on_shared_filesystem(cwd):
+        return str(cwd)
     return None
 
 
