@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -16,20 +17,19 @@ from canfar_core.config import (
 )
 from canfar_core.errors import ConfigurationError, CredentialsExpiredError
 
+from tests.core import official
 from tests.core.certs import write_proxy_pem
 
 
-def write_canfar_config(home: Path, *, auth: dict, server_url: str, version: str = "v1") -> None:
-    """Write an official-client `~/.canfar/config.yaml` with one server and one auth."""
-    data = {
-        "version": 1,
-        "active": {"authentication": "ctx", "server": "srv"},
-        "authentication": {"ctx": auth},
-        "servers": {"srv": {"name": "srv", "url": server_url, "version": version}},
-        "registry": {"username": "reguser", "secret": "regsecret"},
-    }
-    (home / ".canfar").mkdir(parents=True, exist_ok=True)
-    (home / ".canfar" / "config.yaml").write_text(yaml.safe_dump(data))
+def write_canfar_config(home: Path, *, auth: dict, server_url: str, version: str = "v1") -> Path:
+    """`~/.canfar/config.yaml` with one server and one login, saved by canfar's own code."""
+    if auth.get("mode") == "x509":
+        record: object = official.x509(Path(auth["path"]), idp="ctx")
+    else:
+        record = official.oidc("ctx", **auth)
+    return official.save(
+        home, record, server_url, version=version, registry=("reguser", "regsecret")
+    )
 
 
 def jwt(exp: float) -> str:
@@ -155,3 +155,144 @@ def test_version_completion_reads_the_session_capability() -> None:
   </capability>
 </vosi:capabilities>"""
     assert parse_capabilities(xml) == "https://h/skaha/v1"
+
+
+# -- the official client's file, as canfar 1.4 and 1.5 write it ------------------------------
+
+
+def saved_login_record(access: str = "savedaccess", expires: float | None = None) -> object:
+    return official.oidc(
+        endpoints={
+            "discovery": "https://iam.example/.well-known/openid-configuration",
+            "token": "https://iam.example/token",
+        },
+        client={"identity": "client-id", "secret": "client-secret-value"},
+        token={"access": access, "refresh": "refresh-token-value"},
+        expiry={"access": expires if expires is not None else time.time() + 3600},
+    )
+
+
+def test_versions_1_and_2_read_the_same_before_and_after_canfar_migrates(tmp_path: Path) -> None:
+    """canfar 1.5 writes v2 and rewrites a 1.4 (v1) file to v2 on first use: all three read
+    alike, and what was read is what canfar itself loads."""
+    official.save(
+        tmp_path, saved_login_record(), "https://saved.example/skaha", registry=("me", "pw")
+    )
+    seen = []
+    for stage in ("v2", "v1", "migrated"):
+        if stage == "v1":
+            official.as_version_1(tmp_path)
+            assert yaml.safe_load(official.config_path(tmp_path).read_text())["version"] == 1
+        if stage == "migrated":
+            assert official.load(tmp_path).version == 2  # canfar 1.5 rewrote the file
+            assert yaml.safe_load(official.config_path(tmp_path).read_text())["version"] == 2
+        config = resolve_config(environ={}, home=tmp_path)
+        assert config.login is not None
+        seen.append(
+            (
+                config.url,
+                config.token.get_secret_value() if config.token else None,
+                config.login.token_endpoint,
+                config.login.client_id,
+                config.login.refresh_token.get_secret_value(),
+                config.registry_username,
+            )
+        )
+    assert seen[0] == seen[1] == seen[2]
+    assert seen[0][:2] == ("https://saved.example/skaha/v1", "savedaccess")
+    upstream = official.load(tmp_path).authentication["srcnet"]
+    assert upstream.token.access.get_secret_value() == seen[0][1]  # type: ignore[union-attr]
+
+
+def test_a_later_version_is_read_for_what_we_know_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pem = write_proxy_pem(tmp_path / "certs" / "proxy.pem", days=3)
+    path = official.save(tmp_path, official.x509(pem), "https://future.example/skaha")
+    data = yaml.safe_load(path.read_text())
+    data["version"] = 3  # a schema canfar has not published yet, with a section we don't know
+    data["profiles"] = {"night": {"cores": 4}}
+    path.write_text(yaml.safe_dump(data))
+    caplog.set_level(logging.WARNING, logger="canfar_core.config")
+    for _ in range(3):
+        config = resolve_config(environ={}, home=tmp_path)
+        assert (config.url, config.certificate) == ("https://future.example/skaha/v1", pem)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "version 3" in warnings[0] and "knows versions 1 and 2" in warnings[0]
+
+
+def test_registry_and_active_selection_from_the_official_environment_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pem = write_proxy_pem(tmp_path / "certs" / "proxy.pem", days=3)
+    official.save(
+        tmp_path,
+        saved_login_record(),
+        "https://saved.example/skaha",
+        registry=("fileuser", "filesecret"),
+        also={"cadc": official.x509(pem)},
+    )
+    env = {
+        "CANFAR_REGISTRY__USERNAME": "envuser",
+        "canfar_registry__secret": "envsecret",  # matched case-insensitively, as upstream
+        "CANFAR_ACTIVE__AUTHENTICATION": "cadc",
+    }
+    config = resolve_config(environ=env, home=tmp_path)
+    assert config.registry_username == "envuser"
+    assert config.registry_secret is not None
+    assert config.registry_secret.get_secret_value() == "envsecret"
+    assert config.certificate == pem and config.login is None
+    # The official client reads the same variables the same way.
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    upstream = official.load(tmp_path)
+    assert (upstream.registry.username, upstream.registry.secret) == ("envuser", "envsecret")
+    assert upstream.active.authentication == "cadc"
+
+
+def test_half_a_registry_login_is_one_sentence(tmp_path: Path) -> None:
+    write_proxy_pem(tmp_path / ".ssl" / "cadcproxy.pem", days=5)
+    with pytest.raises(ConfigurationError) as err:
+        resolve_config(environ={"CANFAR_REGISTRY__USERNAME": "me"}, home=tmp_path)
+    message = str(err.value)
+    assert "CANFAR_REGISTRY__USERNAME" in message and "secret" in message
+    assert ". " not in message and message.endswith("a private registry needs both.")
+
+
+def test_a_saved_login_with_refresh_material_is_not_expired_and_hides_its_secrets(
+    tmp_path: Path,
+) -> None:
+    official.save(tmp_path, saved_login_record(expires=time.time() - 60), "https://s.example/skaha")
+    config = resolve_config(environ={}, home=tmp_path)  # the client refreshes it first
+    assert config.login is not None and config.expired()
+    assert config.identity == f"login:{official.config_path(tmp_path)}#srcnet"
+    shown = repr(config) + str(config) + repr(config.login) + str(config.model_dump())
+    for secret in ("client-secret-value", "refresh-token-value"):
+        assert secret not in shown
+
+
+# -- inside a CANFAR session --------------------------------------------------------------
+
+
+def test_inside_a_session_the_server_comes_from_skaha_hostname_and_the_proxy_from_home(
+    tmp_path: Path,
+) -> None:
+    pem = write_proxy_pem(tmp_path / ".ssl" / "cadcproxy.pem", days=7)
+    env = {"skaha_hostname": "ws-uv.canfar.net", "skaha_sessionid": "abc12345"}
+    config = resolve_config(environ=env, home=tmp_path)
+    assert config.url == "https://ws-uv.canfar.net/skaha/v1"
+    assert config.certificate == pem
+    assert "the proxy CANFAR writes into this session" in config.source
+    # Anything that names a server still wins over the session's host.
+    assert (
+        resolve_config(environ={**env, "CANFAR_URL": "https://other/skaha/v1"}, home=tmp_path).url
+        == "https://other/skaha/v1"
+    )
+
+
+def test_inside_a_session_without_a_proxy_the_sentence_says_so(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError) as err:
+        resolve_config(environ={"skaha_hostname": "ws-uv.canfar.net"}, home=tmp_path)
+    assert "$HOME/.ssl/cadcproxy.pem" in str(err.value)
+    assert "canfar login" in str(err.value)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import os
 import ssl
@@ -18,10 +16,8 @@ from urllib.parse import quote
 import httpx
 import pytest
 from canfar_local import LocalPlatform
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.core.certs import issue_cert, make_pki, new_key, pem_cert, pem_key
 
 IMAGE = "images.canfar.net/skaha/base:latest"
 
@@ -37,106 +33,31 @@ class Pki:
     stranger_pem: Path
 
 
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def _cert(
-    subject: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: x509.Certificate | None,
-    issuer_key: ec.EllipticCurvePrivateKey,
-    *,
-    ca: bool = False,
-    server: bool = False,
-) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.COMMON_NAME, subject),
-            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "cadc"),
-        ]
-    )
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer.subject if issuer else name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if ca:
-        builder = builder.add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        ).add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-    else:
-        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        assert issuer is not None
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key()),  # type: ignore[arg-type]
-            critical=False,
-        )
-    if server:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    directory = tmp_path_factory.mktemp("pki")
-    ca_key = _key()
-    ca = _cert("Test CA", ca_key, None, ca_key, ca=True)
-    server_key = _key()
-    server = _cert("127.0.0.1", server_key, ca, ca_key, server=True)
-    client_key = _key()
-    client = _cert("jdoe", client_key, ca, ca_key)
-    other_ca_key = _key()
-    other_ca = _cert("Other CA", other_ca_key, None, other_ca_key, ca=True)
-    stranger_key = _key()
-    stranger = _cert("intruder", stranger_key, other_ca, other_ca_key)
+    base = make_pki(tmp_path_factory.mktemp("pki"))
+    directory = base.directory
+    client_key = new_key()
+    client = issue_cert("jdoe", client_key, base.ca_cert, base.ca_private)
+    other_ca_key = new_key()
+    other_ca = issue_cert("Other CA", other_ca_key, None, other_ca_key, ca=True)
+    stranger_key = new_key()
+    stranger = issue_cert("intruder", stranger_key, other_ca, other_ca_key)
 
     def write(name: str, data: bytes) -> Path:
         path = directory / name
         path.write_bytes(data)
         return path
 
-    client_cert_pem = client.public_bytes(serialization.Encoding.PEM)
+    client_cert_pem = pem_cert(client)
     return Pki(
-        ca=write("ca.pem", ca.public_bytes(serialization.Encoding.PEM)),
-        server_cert=write("server.pem", server.public_bytes(serialization.Encoding.PEM)),
-        server_key=write("server.key", _pem_key(server_key)),
-        client_pem=write("cadcproxy.pem", client_cert_pem + _pem_key(client_key)),
+        ca=base.ca,
+        server_cert=base.server_cert,
+        server_key=base.server_key,
+        client_pem=write("cadcproxy.pem", client_cert_pem + pem_key(client_key)),
         client_cert=write("client.pem", client_cert_pem),
-        client_key=write("client.key", _pem_key(client_key)),
-        stranger_pem=write(
-            "stranger.pem",
-            stranger.public_bytes(serialization.Encoding.PEM) + _pem_key(stranger_key),
-        ),
+        client_key=write("client.key", pem_key(client_key)),
+        stranger_pem=write("stranger.pem", pem_cert(stranger) + pem_key(stranger_key)),
     )
 
 

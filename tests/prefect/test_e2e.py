@@ -24,6 +24,7 @@ from prefect.deployments import run_deployment
 from prefect.states import Cancelling
 from prefect_canfar import CanfarWorker
 
+from tests.core import official
 from tests.prefect.conftest import (
     IMAGE,
     PrefectServer,
@@ -43,12 +44,14 @@ RUN_SECONDS = 180
 
 @pytest.fixture(scope="module")
 def canfar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
-    """The platform the worker uses through CANFAR_URL / CANFAR_TOKEN."""
+    """The platform the worker reaches through its `canfar login` (an OIDC login whose
+    2-minute access tokens the worker refreshes, and saves back, during the module)."""
     platform = LocalPlatform.start(
         PlatformConfig(
             root=tmp_path_factory.mktemp("canfar-e2e"),
             ram_gib=CAPACITY_RAM_GIB,
             unpullable_images=(UNPULLABLE,),
+            access_token_seconds=120,
         )
     )
     yield platform
@@ -59,8 +62,15 @@ def canfar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
 def worker(
     prefect_api: PrefectServer, canfar: LocalPlatform, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Worker]:
-    """`prefect work-pool create --type canfar`, then `prefect worker start` on it."""
+    """`prefect work-pool create --type canfar`, then `prefect worker start` on it.
+
+    The worker's only CANFAR credentials are the official client's ~/.canfar/config.yaml
+    (saved by canfar's own code): no CANFAR_URL, no CANFAR_TOKEN.
+    """
+    home = tmp_path_factory.mktemp("worker-home")
+    official.save(home, official.from_login(canfar.oidc_login()), canfar.url.rsplit("/v1", 1)[0])
     env = prefect_api.env(
+        HOME=str(home),
         PREFECT_API_KEY=API_KEY,
         PREFECT_LOGGING_LEVEL="DEBUG",
         PREFECT_WORKER_QUERY_SECONDS="1",
@@ -68,8 +78,6 @@ def worker(
         PREFECT_WORKER_CANCELLATION_POLL_SECONDS="1",
         PREFECT_INTEGRATIONS_CANFAR_POLL_MIN_SECONDS="0.5",
         PREFECT_INTEGRATIONS_CANFAR_POLL_MAX_SECONDS="1",
-        CANFAR_URL=canfar.url,
-        CANFAR_TOKEN=canfar.token,
         CANFAR_LOCAL_ROOT=str(tmp_path_factory.mktemp("canfar-local")),
     )
     log = tmp_path_factory.mktemp("worker") / "worker.log"

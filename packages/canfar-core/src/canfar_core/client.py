@@ -5,7 +5,10 @@ Differences from the official client that matter to a workflow engine:
 - errors are typed and keep the server's sentence;
 - transient failures are retried with bounded, jittered backoff;
 - a create is never blindly re-sent: after an ambiguous failure the client lists the
-  sessions and adopts the one carrying the request's (unique) name.
+  sessions and adopts the one carrying the request's (unique) name;
+- credentials are kept fresh (`canfar_core.credentials`): an OIDC login is refreshed and
+  a proxy certificate re-read from disk near expiry, and a 401 renews them once and
+  sends the request again.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import base64
 import enum
 import logging
 import ssl
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, overload
 from urllib.parse import urlencode
@@ -26,11 +29,13 @@ from pydantic import SecretStr
 from canfar_core.allowed import check_registry
 from canfar_core.config import CanfarConfig, check_url, parse_capabilities, resolve_config
 from canfar_core.context import Context
+from canfar_core.credentials import CredentialKeeper, Kind, Renewal, ssl_context
 from canfar_core.errors import (
     CanfarApiError,
     CanfarError,
     CanfarTransportError,
     ClientClosedError,
+    CredentialsExpiredError,
     ReplicaCreateError,
     SpecError,
     error_for_status,
@@ -100,6 +105,10 @@ class AsyncCanfarClient:
         self._transport = transport
         self.state = ClientState.UNOPENED
         self._http: httpx.AsyncClient | None = None
+        self._keeper: CredentialKeeper | None = None
+        # Pools replaced by a reloaded certificate: closed once their last request ends.
+        self._inflight: dict[httpx.AsyncClient, int] = {}
+        self._retired: set[httpx.AsyncClient] = set()
         self._base_url: str | None = None
         self._context: Context | None = None
         self._repositories: list[str] | None = None
@@ -124,6 +133,9 @@ class AsyncCanfarClient:
     async def aclose(self) -> None:
         """Close the connection pool; the client cannot be used afterwards."""
         self.state = ClientState.CLOSED
+        retired, self._retired = list(self._retired), set()
+        for old in retired:
+            await old.aclose()
         if self._http is not None:
             http, self._http = self._http, None
             await http.aclose()
@@ -291,17 +303,18 @@ class AsyncCanfarClient:
                 ) from None
 
     async def _post_session(self, spec: SessionSpec) -> str:
-        http = await self._ensure_open()
+        await self._ensure_open()
         budget = self.retry.budget()
+        renewed = False
         while True:
-            self.config.check_expiry()
+            generation = await self._fresh_credentials()
             try:
-                async with self._gate:
-                    response = await http.post(
-                        "session",
-                        content=urlencode(spec.to_params()),
-                        headers={**FORM_HEADERS, **self._registry_headers()},
-                    )
+                response = await self._send(
+                    "POST",
+                    "session",
+                    content=urlencode(spec.to_params()),
+                    headers={**FORM_HEADERS, **self._registry_headers()},
+                )
             except httpx.TransportError as exc:
                 if is_unsent(exc):
                     await self._backoff(budget, None, "POST session", exc)
@@ -312,6 +325,11 @@ class AsyncCanfarClient:
                 session_id = response.text.strip()
                 self._known_ids.add(session_id)
                 return session_id
+            # A 401 created nothing: renewed credentials may send it again, once.
+            if response.status_code == 401 and not renewed:
+                renewed = True
+                if await self._renew_after_refusal(generation):
+                    continue
             if response.status_code in RETRYABLE_STATUS:
                 raise _Ambiguous(self._api_error(response), retry_after_seconds(response))
             raise self._api_error(response)
@@ -348,21 +366,26 @@ class AsyncCanfarClient:
         data: Params | None = None,
         idempotent: bool | None = None,
     ) -> httpx.Response:
-        """Send a request, retrying transient failures when it is safe to."""
-        http = await self._ensure_open()
+        """Send a request, retrying transient failures when it is safe to.
+
+        A 401 is answered once by renewing the credentials (a refreshed login, a newer
+        certificate on disk) and sending again; a request the server refused did nothing,
+        so this is safe for every method. With nothing newer, the 401 stands.
+        """
+        await self._ensure_open()
         safe = method in ("GET", "DELETE") if idempotent is None else idempotent
         budget = self.retry.budget()
+        renewed = False
         while True:
-            self.config.check_expiry()
+            generation = await self._fresh_credentials()
             try:
-                async with self._gate:
-                    response = await http.request(
-                        method,
-                        path,
-                        params=list(params or []),
-                        content=urlencode(list(data)) if data else None,
-                        headers=FORM_HEADERS if data else None,
-                    )
+                response = await self._send(
+                    method,
+                    path,
+                    params=list(params or []),
+                    content=urlencode(list(data)) if data else None,
+                    headers=FORM_HEADERS if data else None,
+                )
             except httpx.TransportError as exc:
                 if is_unsent(exc) or (safe and is_transient(exc)):
                     await self._backoff(budget, None, f"{method} {path}", exc)
@@ -371,6 +394,10 @@ class AsyncCanfarClient:
             self._answered = True
             if response.status_code < 400:
                 return response
+            if response.status_code == 401 and not renewed:
+                renewed = True
+                if await self._renew_after_refusal(generation):
+                    continue
             error = self._api_error(response)
             if response.status_code in RETRYABLE_STATUS and safe:
                 await self._backoff(
@@ -378,6 +405,65 @@ class AsyncCanfarClient:
                 )
                 continue
             raise error
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: list[tuple[str, str]] | None = None,
+        content: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """One request on the current pool, counted so a retired pool closes when idle."""
+        http = await self._ensure_open()
+        self._inflight[http] = self._inflight.get(http, 0) + 1
+        try:
+            async with self._gate:
+                return await http.request(
+                    method, path, params=params, content=content, headers=headers
+                )
+        finally:
+            left = self._inflight.pop(http) - 1
+            if left:
+                self._inflight[http] = left
+            elif http in self._retired:
+                self._retired.discard(http)
+                await http.aclose()
+
+    async def _fresh_credentials(self) -> int:
+        """Renew credentials near expiry (CredentialsExpiredError if nothing can)."""
+        assert self._keeper is not None
+        return await self._keeper.before_request()
+
+    async def _renew_after_refusal(self, generation: int) -> bool:
+        assert self._keeper is not None
+        return await self._keeper.after_refusal(generation)
+
+    async def _apply_renewal(self, renewal: Renewal) -> None:
+        """Install renewed credentials: a new bearer header, or a pool with the new cert."""
+        self.config = renewal.config
+        http = self._http
+        if http is None:
+            return  # _open builds the pool from self.config
+        if renewal.kind is Kind.TOKEN:
+            http.headers.update(self._auth_headers(renewal.config))
+            return
+        if self._transport is not None or renewal.verify is None:
+            return  # an injected transport owns its connections and their TLS
+        # Connections opened with the old certificate must not carry new requests: the
+        # server may refuse an expired one on a kept-alive connection. New pool; the old
+        # one closes when its last request is answered.
+        self._http = self._build_http(self._base_url or self.config.url, renewal.verify)
+        if self._inflight.get(http):
+            self._retired.add(http)
+        else:
+            await http.aclose()
+
+    def _auth_headers(self, config: CanfarConfig) -> dict[str, str]:
+        if config.token is None:
+            return {}
+        return {"Authorization": f"Bearer {config.token.get_secret_value()}"}
 
     def _api_error(self, response: httpx.Response) -> CanfarApiError:
         reason = response.text.rstrip("\r\n")[:MAX_REASON_CHARS]
@@ -414,7 +500,6 @@ class AsyncCanfarClient:
 
     async def _open(self) -> httpx.AsyncClient:
         config = self.config
-        verify: ssl.SSLContext | bool | str = True
         if config.is_local:
             from canfar_core.local import shared_platform
 
@@ -422,29 +507,41 @@ class AsyncCanfarClient:
             config = self.config = CanfarConfig(
                 url=platform.url, token=SecretStr(platform.token), source="local platform"
             )
-        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
-        if config.token is not None:
-            headers["Authorization"] = f"Bearer {config.token.get_secret_value()}"
-        if config.certificate is not None or not isinstance(self._verify, bool):
-            context = ssl.create_default_context(
-                cafile=None if isinstance(self._verify, bool) else str(self._verify)
-            )
-            if config.certificate is not None:
-                context.load_cert_chain(str(config.certificate))
-            verify = context
-        elif self._verify is False:
-            verify = False
+        self._keeper = CredentialKeeper(
+            config, self._apply_renewal, verify=self._verify, transport=self._transport
+        )
+        # An OIDC login saved with an expired access token is refreshed before anything
+        # is sent. Expired credentials are reported by the first request (a closed pool
+        # would be of no use), unless capability discovery has to be sent first.
+        try:
+            await self._keeper.before_request()
+        except CredentialsExpiredError:
+            if not config.has_version:
+                raise
+        config = self.config
+        verify = ssl_context(self._verify, config.certificate)
         base = config.url
         if not config.has_version:
-            base = await self._discover_versioned_url(base, headers, verify)
+            base = await self._discover_versioned_url(base, self._headers(config), verify)
         self._base_url = base
+        return self._build_http(base, verify)
+
+    def _headers(self, config: CanfarConfig) -> dict[str, str]:
+        return {
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+            **self._auth_headers(config),
+        }
+
+    def _build_http(self, base: str, verify: ssl.SSLContext | bool) -> httpx.AsyncClient:
+        config = self.config
         limits = httpx.Limits(
             max_connections=self._max_connections,
             max_keepalive_connections=self._max_connections,
         )
         return httpx.AsyncClient(
             base_url=base.rstrip("/") + "/",
-            headers=headers,
+            headers=self._headers(config),
             verify=verify,
             timeout=httpx.Timeout(config.timeout, connect=min(10.0, config.timeout)),
             limits=limits,

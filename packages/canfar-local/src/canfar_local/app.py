@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import re
 import time
@@ -33,6 +34,7 @@ from .errors import (
     Transient,
 )
 from .faults import Fault, FaultInjector, RequestCounters
+from .oidc import OIDC_PREFIX, OidcError, OidcProvider, basic_credentials, discovery_document
 from .params import Params, read_params
 from .requestlog import RequestLog
 from .sessions import SessionManager
@@ -109,8 +111,10 @@ class PlatformApp:
         faults: FaultInjector,
         admin_user: Callable[[], str],
         request_log: RequestLog | None = None,
+        oidc: OidcProvider | None = None,
     ) -> None:
         self.config = config
+        self.oidc = oidc
         self.request_log = request_log
         self.manager = manager
         self.tokens = tokens
@@ -135,12 +139,15 @@ class PlatformApp:
         path = _SLASHES.sub("/", request.path)
         if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
             return await self.admin(request, path[len(ADMIN_PREFIX) :])
+        serve = self.serve
+        if path.startswith(OIDC_PREFIX + "/") and self.oidc is not None:
+            serve = self.serve_oidc
         if self.request_log is None:
-            return await self.serve(request, path)
+            return await serve(request, path)
         started = time.monotonic()
         status: int | None = None
         try:
-            response = await self.serve(request, path)
+            response = await serve(request, path)
             status = response.status
             return response
         finally:
@@ -245,6 +252,8 @@ class PlatformApp:
         token = bearer_token(request.headers.get("Authorization"))
         if token is not None:
             user = self.tokens.user_for(token)
+            if user is None and self.oidc is not None:
+                user = self.oidc.user_for(token)  # an access token from /oidc/token
             if user is None:
                 raise NotAuthenticated("Unauthorized")
         if user is None and request.transport is not None:
@@ -256,6 +265,46 @@ class PlatformApp:
         if user is None:
             raise NotAuthenticated("Unauthorized")
         return user
+
+    # -- the OIDC provider ---------------------------------------------------------------
+
+    async def serve_oidc(self, request: web.Request, path: str) -> web.StreamResponse:
+        """``/oidc/.well-known/openid-configuration`` and ``/oidc/token`` (counted, faults)."""
+        assert self.oidc is not None
+        route = path[len(OIDC_PREFIX) :]
+        if route not in ("/token", "/.well-known/openid-configuration"):
+            return plain(f"not found: {request.path}\n", 404)
+        template = OIDC_PREFIX + route
+        self.counters.hit(request.method, template)
+        fault = self.faults.take(request.method, template, template)
+        if fault is not None and fault.delay:
+            await asyncio.sleep(fault.delay)
+        if fault is not None and fault.status is not None:
+            return _token_json({"error": "temporarily_unavailable"}, fault.status)
+        issuer = f"{request.scheme}://{request.host}{OIDC_PREFIX}"
+        if route != "/token":
+            if request.method != "GET":
+                return plain("method not supported\n", 405)
+            return _token_json(discovery_document(issuer))
+        if request.method != "POST":
+            return plain("method not supported\n", 405)
+        form = await request.post() if request.can_read_body else {}
+        client_id, client_secret = basic_credentials(request.headers.get("Authorization"))
+        if client_id is None:  # client_secret_post
+            client_id = _form_value(form, "client_id")
+            client_secret = _form_value(form, "client_secret")
+        try:
+            if _form_value(form, "grant_type") != "refresh_token":
+                raise OidcError("unsupported_grant_type")
+            answer = self.oidc.refresh(
+                client_id, client_secret, _form_value(form, "refresh_token"), issuer
+            )
+        except OidcError as exc:
+            response = _token_json({"error": exc.error}, exc.status)
+            if exc.status == 401:
+                response.headers["WWW-Authenticate"] = 'Basic realm="canfar-local"'
+            return response
+        return _token_json(answer)
 
     # -- actions -------------------------------------------------------------------------
 
@@ -474,6 +523,10 @@ class PlatformApp:
                 return json_response(
                     json.dumps({"user": name, "token": self.tokens.token_for(name)})
                 )
+            if sub == "/oidc/login" and method == "POST" and self.oidc is not None:
+                issuer = f"{request.scheme}://{request.host}{OIDC_PREFIX}"
+                login = self.oidc.login(str(body.get("user") or self.admin_user()), issuer)
+                return _token_json(dataclasses.asdict(login))
             if sub.startswith("/sessions/") and method == "GET":
                 record = self.manager.store.get(sub[len("/sessions/") :])
                 if record is None:
@@ -482,6 +535,24 @@ class PlatformApp:
         except (KeyError, TypeError, ValueError) as exc:
             return plain(f"bad admin request: {exc}\n", 400)
         return plain("not found\n", 404)
+
+
+def _token_json(body: dict[str, object], status: int = 200) -> web.Response:
+    """A token-endpoint answer: JSON that no cache may keep (RFC 6749 §5.1)."""
+    return web.Response(
+        body=json.dumps(body).encode(),
+        status=status,
+        headers={
+            "Content-Type": "application/json",
+            "Cache-Control": "no-store",
+            "Pragma": "no-cache",
+        },
+    )
+
+
+def _form_value(form: Any, name: str) -> str | None:
+    value = form.get(name) if form else None
+    return value if isinstance(value, str) and value else None
 
 
 def session_state(record: SessionRecord) -> dict[str, Any]:

@@ -12,7 +12,9 @@ import hmac
 import json
 import os
 import secrets
+import ssl
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -78,10 +80,22 @@ def bearer_token(header: str | None) -> str | None:
     return value or None
 
 
-def subject_common_name(peercert: Mapping[str, object] | None) -> str | None:
-    """The first CN of a verified peer certificate (``ssl.getpeercert()`` format)."""
+def subject_common_name(
+    peercert: Mapping[str, object] | None, now: float | None = None
+) -> str | None:
+    """The first CN of a verified peer certificate (``ssl.getpeercert()`` format).
+
+    TLS verified the certificate when the connection was opened; a kept-alive connection
+    outlives that check, so a certificate that has expired since is refused here, per
+    request, as the server's authenticator checks a chain's validity on every call.
+    """
     if not peercert:
         return None
+    not_after = peercert.get("notAfter")
+    if isinstance(not_after, str):
+        moment = time.time() if now is None else now
+        if moment >= ssl.cert_time_to_seconds(not_after):
+            return None
     subject = peercert.get("subject", ())
     for rdn in subject:  # type: ignore[union-attr]
         for key, value in rdn:

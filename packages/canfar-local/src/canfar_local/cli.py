@@ -69,6 +69,28 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-key", type=Path, help="server key (PEM), if not in --tls-cert")
     serve.add_argument("--client-ca", type=Path, help="CA that issues client certificates")
     serve.add_argument(
+        "--client-ca-key",
+        type=Path,
+        help="key of --client-ca: write a proxy certificate into each session's $HOME/.ssl",
+    )
+    serve.add_argument(
+        "--proxy-lifetime",
+        type=float,
+        default=defaults.proxy_lifetime_seconds,
+        help="seconds those proxy certificates are valid (default 7 days)",
+    )
+    serve.add_argument(
+        "--session-ca",
+        type=Path,
+        help="a CA that sessions trust (their SSL_CERT_FILE adds it to the host's roots)",
+    )
+    serve.add_argument(
+        "--access-token-seconds",
+        type=int,
+        default=defaults.access_token_seconds,
+        help="lifetime of the access tokens of the OIDC token endpoint (/oidc/token)",
+    )
+    serve.add_argument(
         "--kill-on-exit", action="store_true", help="kill running sessions when stopping"
     )
     chaos = commands.add_parser(
@@ -123,12 +145,20 @@ def config_from(args: argparse.Namespace) -> PlatformConfig:
         raise PlatformError("--tls-key needs --tls-cert")
     if args.client_ca is not None and args.tls_cert is None:
         raise PlatformError("--client-ca needs --tls-cert")
+    if args.client_ca_key is not None and args.client_ca is None:
+        raise PlatformError("--client-ca-key needs --client-ca")
+    for flag, number in (
+        ("--proxy-lifetime", args.proxy_lifetime),
+        ("--access-token-seconds", args.access_token_seconds),
+    ):
+        if not number > 0:
+            raise PlatformError(f"{flag}={number:g} is not allowed: a number of seconds above 0.")
     for flag, value in (("--cores", args.cores), ("--ram", args.ram)):
         if not value > 0:
             raise PlatformError(
                 f"{flag}={value:g} is not allowed: the machine's capacity must be greater than 0."
             )
-    for path in (args.tls_cert, args.tls_key, args.client_ca):
+    for path in (args.tls_cert, args.tls_key, args.client_ca, args.client_ca_key, args.session_ca):
         if path is not None and not path.is_file():
             raise PlatformError(f"no such file: {path}")
     changes: dict[str, object] = {
@@ -145,6 +175,10 @@ def config_from(args: argparse.Namespace) -> PlatformConfig:
         "tls_cert": args.tls_cert,
         "tls_key": args.tls_key,
         "client_ca": args.client_ca,
+        "client_ca_key": args.client_ca_key,
+        "proxy_lifetime_seconds": args.proxy_lifetime,
+        "session_ca_file": args.session_ca,
+        "access_token_seconds": args.access_token_seconds,
         "unpullable_images": tuple(args.unpullable),
     }
     if args.registry:

@@ -130,6 +130,16 @@ class PlatformConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     client_ca: Path | None = None
+    # The key of client_ca: with it the platform writes a proxy certificate for the owner
+    # into $HOME/.ssl/cadcproxy.pem at each create and renew, as the real server does.
+    client_ca_key: Path | None = None
+    proxy_lifetime_seconds: float = 7 * 86400
+    # A CA sessions trust as they trust CANFAR's publicly trusted server certificate:
+    # their SSL_CERT_FILE names <root>/session-ca.pem, the host's roots plus this file.
+    session_ca_file: Path | None = None
+
+    # The OIDC provider (/oidc/token): lifetime of the access tokens it issues.
+    access_token_seconds: int = 3600
 
     # Supervision tuning.
     # "largest": SIGKILL the biggest process first (the kernel's choice), the rest of the
@@ -153,6 +163,11 @@ class PlatformConfig:
     def tls_enabled(self) -> bool:
         """True when the server is configured for HTTPS."""
         return self.tls_cert is not None
+
+    @property
+    def issues_proxies(self) -> bool:
+        """True when sessions get a proxy certificate in ``$HOME/.ssl/cadcproxy.pem``."""
+        return self.client_ca is not None and self.client_ca_key is not None
 
     @property
     def home_base(self) -> str:

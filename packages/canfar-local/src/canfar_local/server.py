@@ -26,6 +26,8 @@ from .config import PlatformConfig, os_user
 from .errors import PlatformError
 from .faults import FaultInjector, RequestCounters
 from .lock import RootLock
+from .oidc import OIDC_PREFIX, OidcLogin, OidcProvider
+from .proxies import SESSION_CA_BUNDLE, write_session_bundle
 from .requestlog import RequestLog
 from .sessions import SessionManager, read_creation_journal
 from .store import SessionStore
@@ -71,6 +73,7 @@ class LocalPlatform:
         self.user = ""
         self.token = ""
         self.tokens: TokenRegistry | None = None
+        self.oidc: OidcProvider | None = None
         self.request_log: RequestLog | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -97,6 +100,7 @@ class LocalPlatform:
             else:
                 self.user = os_user()
             self.token = self.tokens.token_for(self.user)
+            self.oidc = OidcProvider(self.root / "oidc.json", self.config.access_token_seconds)
             self._store = SessionStore(self.root / "state.sqlite3")
             self.request_log = RequestLog(self.root / REQUEST_LOG_NAME)
             self._thread = threading.Thread(
@@ -132,9 +136,11 @@ class LocalPlatform:
 
     async def _bind(self) -> None:
         config = self.config
-        assert self._store is not None and self.tokens is not None
+        assert self._store is not None and self.tokens is not None and self.oidc is not None
         host = "127.0.0.1" if config.host in ("", "0.0.0.0") else config.host
         manager = SessionManager(config, self.root, self._store)
+        if config.session_ca_file is not None:
+            manager.session_bundle = write_session_bundle(self.root, config.session_ca_file)
         app = PlatformApp(
             config,
             manager,
@@ -143,6 +149,7 @@ class LocalPlatform:
             self.faults,
             lambda: self.user,
             self.request_log,
+            self.oidc,
         )
         self._runner = web.AppRunner(app.build(), access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -254,6 +261,28 @@ class LocalPlatform:
         """The Skaha API base, ``.../skaha/v1``, as clients expect it."""
         prefix = "/" + self.config.prefix.strip("/") if self.config.prefix.strip("/") else ""
         return f"{self.base_url}{prefix}/v1"
+
+    @property
+    def issuer(self) -> str:
+        """The OIDC issuer, ``<scheme>://<host>:<port>/oidc`` (its token endpoint: ``/token``)."""
+        return f"{self.base_url}{OIDC_PREFIX}"
+
+    @property
+    def session_ca_bundle(self) -> Path | None:
+        """``<root>/session-ca.pem``, the trust store of sessions, when configured."""
+        if self.config.session_ca_file is None:
+            return None
+        return self.root / SESSION_CA_BUNDLE
+
+    def oidc_login(self, user: str | None = None) -> OidcLogin:
+        """What an OIDC device-flow login for ``user`` would leave a client holding.
+
+        A registered client (id and secret), an access token that the Skaha routes accept
+        until it expires (``access_token_seconds``) and a refresh token for the token
+        endpoint. Secrets included: save them as the official client would, never log them.
+        """
+        assert self.oidc is not None
+        return self.oidc.login(user or self.user, self.issuer)
 
     def home(self, user: str | None = None) -> Path:
         """The user's ``$HOME`` on this machine (``<root>/arc/home/<user>``)."""

@@ -19,7 +19,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from . import runtime
+from . import proxies, runtime
 from .argv import build_argv, container_env, effective_env
 from .bundle import parse_container
 from .config import PlatformConfig
@@ -60,6 +60,8 @@ class SessionManager:
         self.sessions_dir = root / "sessions"
         self.sessions_dir.mkdir(parents=True, exist_ok=True)
         self.skaha_hostname = config.skaha_hostname or "localhost"
+        # <root>/session-ca.pem when sessions trust the platform's CA (set by the server).
+        self.session_bundle: Path | None = None
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self._last_liveness = 0.0
 
@@ -177,6 +179,7 @@ class SessionManager:
             )
         record.argv = argv
         record.env = env
+        self.inject_proxy(user)
         self.session_dir(session_id).mkdir(parents=True, exist_ok=True)
         self.store.add(record)
         self._journal_creation(record)
@@ -200,6 +203,19 @@ class SessionManager:
         with open(self.root / CREATION_JOURNAL, "a", encoding="utf-8") as journal:
             journal.write(json.dumps(entry, separators=(",", ":")) + "\n")
 
+    def inject_proxy(self, user: str) -> None:
+        """Write the user's proxy certificate into their home (create and renew, §6)."""
+        config = self.config
+        if config.client_ca is None or config.client_ca_key is None:
+            return
+        proxies.inject_proxy(
+            self.home(user),
+            config.client_ca,
+            config.client_ca_key,
+            user,
+            config.proxy_lifetime_seconds,
+        )
+
     # -- admission and launch ------------------------------------------------------------
 
     def schedule(self) -> None:
@@ -210,6 +226,9 @@ class SessionManager:
     def _process_env(self, record: SessionRecord) -> dict[str, str]:
         """The host's small base environment, the pod hostname, then the container env."""
         env = {k: os.environ[k] for k in self.config.base_env_keys if k in os.environ}
+        if self.session_bundle is not None:
+            # The image's trust store: the user's own env entries may still override it.
+            env["SSL_CERT_FILE"] = str(self.session_bundle)
         env["HOSTNAME"] = record.name
         env.update(record.env)
         return env
@@ -397,6 +416,7 @@ class SessionManager:
         record = self.find(user, session_id)
         if record is None or record.phase not in (LAUNCHED, RUNNING) or record.start_time is None:
             raise BadRequest(f"No active job for user {principal} with session {session_id}")
+        self.inject_proxy(user)
         elapsed = int(time.time()) - record.start_time
         remaining = record.deadline_seconds - elapsed
         if self.config.session_expiry_seconds > remaining:

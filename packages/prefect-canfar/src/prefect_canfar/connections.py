@@ -37,9 +37,13 @@ def _digest(secret: SecretStr | None) -> str:
     return hashlib.sha256(secret.get_secret_value().encode()).hexdigest()
 
 
-def identity_key(config: CanfarConfig) -> tuple[str, str, str]:
-    """Server and identity: runs sharing this see the same session list."""
-    return config.url, _digest(config.token), str(config.certificate or "")
+def identity_key(config: CanfarConfig) -> tuple[str, str]:
+    """Server and identity: runs sharing this see the same session list.
+
+    `CanfarConfig.identity` stays the same when an OIDC login is refreshed or a proxy
+    reloaded, so a worker keeps one tracker per user rather than one per token.
+    """
+    return config.url, config.identity
 
 
 def resolve_connection(configuration: CanfarWorkerJobConfiguration) -> CanfarConfig:
@@ -68,7 +72,7 @@ class Backends:
 
     def __init__(self, settings: CanfarWorkerSettings | None = None) -> None:
         self.settings = settings or CanfarWorkerSettings()
-        self._backends: dict[tuple[str, str, str], Backend] = {}
+        self._backends: dict[tuple[str, str], Backend] = {}
         self._creators: dict[tuple[str, ...], AsyncCanfarClient] = {}
         self._lock = asyncio.Lock()
 

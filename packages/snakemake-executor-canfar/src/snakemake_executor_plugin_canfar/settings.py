@@ -44,7 +44,8 @@ class ExecutorSettings(ExecutorSettingsBase):
             "metavar": "URL",
             "help": "Skaha API URL, e.g. https://ws-uv.canfar.net/skaha/v1, or 'local' for "
             "the embedded platform (runs sessions on this machine, no account needed). "
-            "Default: CANFAR_URL, else the active server of `canfar login`, else canfar.net.",
+            "Default: CANFAR_URL, else the active server of `canfar login`, else (inside a "
+            "CANFAR session) https://$skaha_hostname/skaha/v1, else canfar.net.",
             "env_var": True,
         },
     )
@@ -54,7 +55,7 @@ class ExecutorSettings(ExecutorSettingsBase):
             "metavar": "TOKEN",
             "help": "CANFAR access token (prefer the environment variable; it is never "
             "logged). Default: CANFAR_TOKEN, else the credentials of `canfar login`, else "
-            "~/.ssl/cadcproxy.pem.",
+            "~/.ssl/cadcproxy.pem (inside a CANFAR session, the proxy the server puts there).",
             "env_var": True,
         },
     )
