@@ -70,7 +70,7 @@ async def test_marker_line_gives_the_exit_code_without_a_state_dir(platform) -> 
         await tracker.aclose()
     assert outcome.exit_code == 5
     assert "out" in outcome.logs and "err" in outcome.logs
-    assert outcome.log_tail(1) == "canfar-launch: exit code 5"
+    assert outcome.log_tail(1) == f"canfar-launch: exit code 5 session {session_id}"
 
 
 async def test_runtime_limit_stops_the_command_with_124(platform, tmp_path: Path) -> None:

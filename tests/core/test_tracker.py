@@ -32,7 +32,7 @@ async def test_one_list_request_per_tick_for_200_sessions(platform_factory) -> N
         ids = await client.create(spec, replicas=200)
         platform.reset_counters()
         tracker = SessionTracker(client, min_interval=0.3, max_interval=1.0)
-        futures = [tracker.watch(i) for i in ids]
+        futures = [tracker.watch(i, enveloped=False) for i in ids]
         outcomes = await asyncio.wait_for(asyncio.gather(*futures), timeout=120)
         await tracker.aclose()
     counts = platform.counters()
@@ -49,7 +49,7 @@ async def test_interval_backs_off_while_idle_and_resets_on_change(platform) -> N
             SessionSpec(name="idle", image=IMAGE, cmd="sleep", args="3")
         )
         tracker = SessionTracker(client, min_interval=0.1, max_interval=0.8, backoff=2)
-        future = tracker.watch(session_id)
+        future = tracker.watch(session_id, enveloped=False)
         await asyncio.sleep(1.5)
         assert tracker.interval == pytest.approx(0.8)
         outcome = await future
@@ -152,7 +152,7 @@ async def test_failed_session_reports_log_tail_and_events(platform) -> None:
         )
         session_id = await client.create(spec)
         tracker = SessionTracker(client, min_interval=0.1)
-        outcome = await tracker.watch(session_id)
+        outcome = await tracker.watch(session_id, enveloped=False)
         await tracker.aclose()
     assert outcome.kind is OutcomeKind.FAILED and outcome.exit_code is None
     assert "boom" in outcome.log_tail()
@@ -166,7 +166,7 @@ async def test_short_outage_is_tolerated(platform) -> None:
         )
         platform.inject_fault(method="GET", route="/v1/session", status=503, count=3)
         tracker = SessionTracker(client, min_interval=0.1, outage_seconds=30)
-        outcome = await tracker.watch(session_id)
+        outcome = await tracker.watch(session_id, enveloped=False)
         await tracker.aclose()
     assert outcome.success
 

@@ -15,7 +15,7 @@ import base64
 import enum
 import logging
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, overload
 from urllib.parse import urlencode
@@ -34,7 +34,7 @@ from canfar_core.errors import (
     SpecError,
     error_for_status,
 )
-from canfar_core.models import Event, Image, Session, SessionSpec, parse_events
+from canfar_core.models import Event, Image, Session, SessionSpec, parse_events, parse_sessions
 from canfar_core.retry import (
     RETRYABLE_STATUS,
     RetryBudget,
@@ -103,6 +103,7 @@ class AsyncCanfarClient:
         self._context: Context | None = None
         self._repositories: list[str] | None = None
         self._known_ids: set[str] = set()
+        self._warned: set[str] = set()
         # Whether the server has ever answered: until then an unreachable server is a
         # configuration problem and fails fast (RetryPolicy.first_contact_attempts).
         self._answered = False
@@ -189,17 +190,65 @@ class AsyncCanfarClient:
         """The caller's sessions, optionally filtered by type and status (server-side)."""
         params = [(k, v) for k, v in (("type", type), ("status", status)) if v]
         response = await self._request("GET", "session", params=params)
-        return [Session.model_validate(item) for item in response.json()]
+        try:
+            sessions, problems = parse_sessions(_json(response))
+        except ValueError as exc:
+            raise _unreadable(response, str(exc)) from None
+        for problem in problems:
+            self._warn_once(f"The session list has an odd item: {problem}.")
+        return sessions
 
     async def get(self, session_id: str) -> Session:
         """One session; SessionNotFoundError when it does not exist (or expired)."""
         response = await self._request("GET", f"session/{session_id}")
-        return Session.model_validate(response.json())
+        try:
+            return Session.model_validate(_json(response))
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            raise _unreadable(response, str(exc).splitlines()[0]) from None
 
     async def logs(self, session_id: str) -> str:
         """The session's output (empty for unknown ids or before it starts)."""
         response = await self._request("GET", f"session/{session_id}", params=[("view", "logs")])
         return response.text
+
+    async def stream_logs(self, session_id: str, write: Callable[[bytes], object]) -> int:
+        """Stream the session's output to `write`, chunk by chunk; the number of bytes.
+
+        The log is never held in memory whole (a job may print gigabytes). Transient
+        failures are retried like any GET until the first byte has arrived; after that a
+        broken stream raises CanfarTransportError, and the caller starts over.
+        """
+        http = await self._ensure_open()
+        budget = self.retry.budget()
+        path = f"session/{session_id}"
+        while True:
+            self.config.check_expiry()
+            received = 0
+            retry: tuple[float | None, object] | None = None
+            try:
+                async with (
+                    self._gate,
+                    http.stream("GET", path, params=[("view", "logs")]) as response,
+                ):
+                    self._answered = True
+                    if response.status_code >= 400:
+                        await response.aread()
+                        error = self._api_error(response)
+                        if response.status_code not in RETRYABLE_STATUS:
+                            raise error
+                        retry = (retry_after_seconds(response), error)
+                    else:
+                        async for chunk in response.aiter_bytes():
+                            received += len(chunk)
+                            write(chunk)
+                        return received
+            except httpx.TransportError as exc:
+                if received or not (is_unsent(exc) or is_transient(exc)):
+                    raise CanfarTransportError(
+                        f"GET {path} (logs) failed after {received} bytes: {_describe(exc)}"
+                    ) from None
+                retry = (None, exc)
+            await self._backoff(budget, retry[0], f"GET {path} (logs)", retry[1])
 
     async def events_table(self, session_id: str) -> str:
         """The raw kubectl events table (SessionNotFoundError while nothing is scheduled)."""
@@ -390,6 +439,15 @@ class AsyncCanfarClient:
             retry_after=retry_after_seconds(response),
         )
 
+    def _warn_once(self, message: str) -> None:
+        """Log a warning the first time it occurs (a listing is read every few seconds)."""
+        if message in self._warned:
+            return
+        if len(self._warned) >= 1000:
+            self._warned.clear()
+        self._warned.add(message)
+        log.warning("%s", message)
+
     def _registry_headers(self) -> dict[str, str]:
         auth = self._registry_auth
         if auth is None and self.config.registry_username and self.config.registry_secret:
@@ -472,6 +530,29 @@ class AsyncCanfarClient:
         if response.status_code != 200:
             raise self._api_error(response)
         return parse_capabilities(response.text)
+
+
+def _json(response: httpx.Response) -> object:
+    """The JSON body; ValueError (with a sentence) for one that is not JSON."""
+    try:
+        return response.json()
+    except ValueError:
+        raise ValueError("the body is not JSON") from None
+
+
+def _unreadable(response: httpx.Response, why: str) -> CanfarTransportError:
+    """A 2xx answer that cannot be read: a proxy's page, a cut or empty body.
+
+    It is a transport error, not a crash: a tracker rides it out as an outage.
+    """
+    body = response.content
+    kind = response.headers.get("content-type", "no content type").split(";")[0]
+    start = body[:60].decode("utf-8", errors="replace").replace("\n", " ")
+    shown = f", starting {start!r}" if body else ""
+    return CanfarTransportError(
+        f"{response.request.method} {response.request.url.path} answered HTTP "
+        f"{response.status_code} that cannot be read ({why}; {kind}, {len(body)} bytes{shown})"
+    )
 
 
 def _describe(cause: object) -> str:

@@ -106,6 +106,50 @@ class Session(BaseModel):
         return split_status(self.status)[1]
 
 
+def parse_sessions(items: object) -> tuple[list[Session], list[str]]:
+    """Parse a session listing leniently: (the sessions, a sentence per odd item).
+
+    An item without a string `id` (a foreign object) is skipped. An item whose other
+    fields do not parse (a `startTime` in another format, an epoch number) keeps its
+    id, status and name, the odd fields dropped: a session that a tracker watches must
+    not look vanished because one of its timestamps changed format.
+    """
+    sessions: list[Session] = []
+    problems: list[str] = []
+    if not isinstance(items, list):
+        raise ValueError(f"a JSON list was expected, not {type(items).__name__}")
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
+            problems.append(f"item {index} has no session id ({_shorten(item)}); skipped")
+            continue
+        try:
+            sessions.append(Session.model_validate(item))
+            continue
+        except ValidationError as exc:
+            bad = {str(error["loc"][0]) for error in exc.errors() if error.get("loc")}
+        kept = {k: v for k, v in item.items() if k not in bad and _field_name(k) not in bad}
+        try:
+            sessions.append(Session.model_validate(kept))
+        except ValidationError:
+            problems.append(f"session {item['id']} does not parse ({_shorten(item)}); skipped")
+            continue
+        fields = ", ".join(f"{k}={item[k]!r}"[:80] for k in sorted(bad) if k in item)
+        problems.append(f"session {item['id']}: {fields or 'some fields'} not understood; ignored")
+    return sessions, problems
+
+
+def _field_name(alias: str) -> str:
+    for name, info in Session.model_fields.items():
+        if info.alias == alias:
+            return name
+    return alias
+
+
+def _shorten(value: object, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class Event(BaseModel):
     """One row of the `view=events` kubectl table."""
 
