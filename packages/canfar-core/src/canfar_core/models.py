@@ -13,6 +13,7 @@ import math
 import re
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from pydantic import (
     BaseModel,
@@ -24,6 +25,14 @@ from pydantic import (
 )
 
 from canfar_core.errors import SpecError
+from canfar_core.limits import (
+    MAX_ARG_STRLEN,
+    MAX_FORM_BYTES,
+    MAX_REQUEST_ENV_BYTES,
+    ByteCount,
+    env_string_bytes,
+    kib,
+)
 from canfar_core.phase import Phase, split_status
 
 SESSION_TYPES = ("headless", "notebook", "desktop", "carta", "contributed", "firefly")
@@ -283,6 +292,42 @@ class SessionSpec(BaseModel):
                     "carry them through canfar_core.launch instead",
                 )
             _refuse_yaml_breakers(f"env[{key}]", value)
+        self._check_size()
+
+    def _check_size(self) -> None:
+        """Refuse what the real server, Kubernetes or the container's exec would reject.
+
+        None of them says so usefully (reference §7), so the limits of
+        `canfar_core.limits` are checked here, before anything is sent.
+        """
+        total = 0
+        for key, value in self.env.items():
+            size = env_string_bytes(key, value)
+            if size > MAX_ARG_STRLEN:
+                raise SpecError(
+                    f"env[{key}]",
+                    ByteCount(size),
+                    f"Linux limits one environment string to {kib(MAX_ARG_STRLEN)} "
+                    "(MAX_ARG_STRLEN), so the session could not start; carry large values "
+                    "through canfar_core.launch.envelope",
+                )
+            total += size
+        if total > MAX_REQUEST_ENV_BYTES:
+            raise SpecError(
+                "env",
+                ByteCount(total),
+                f"CANFAR holds a session's environment to about {kib(MAX_REQUEST_ENV_BYTES)} "
+                "(a Kubernetes object is at most about 1.5 MiB); carry a large script "
+                "through canfar_core.launch.envelope with a state_dir",
+            )
+        form = len(urlencode(self.to_params()))
+        if form > MAX_FORM_BYTES:
+            raise SpecError(
+                "request",
+                ByteCount(form),
+                f"the server reads at most {kib(MAX_FORM_BYTES)} of form body (past it, it "
+                "drops every parameter); make the request smaller",
+            )
 
     def with_env(self, extra: dict[str, str]) -> SessionSpec:
         """A copy with more environment entries (later keys override)."""
