@@ -248,6 +248,7 @@ def test_an_image_that_keeps_failing_to_pull_fails_after_the_window() -> None:
     verdict = decide(pending, watch, records, 130.0, POLICY)
     assert verdict.kind is OutcomeKind.IMAGE_PULL_FAILED and verdict.stop
     assert "ErrImagePull" in (verdict.reason or "") and "for 120 s" in (verdict.reason or "")
+    assert records.events == PULL_EVENTS and verdict.events, "the table goes with it"
 
 
 def test_a_pull_that_recovers_restarts_the_window() -> None:

@@ -323,9 +323,8 @@ def _pending(watch: WatchFacts, records: Records, now: float, policy: Policy) ->
         return Verdict(
             OutcomeKind.IMAGE_PULL_FAILED,
             None,
-            f"its image cannot be pulled (ErrImagePull/ImagePullBackOff for {span:.0f} s, "
-            f"the image_pull_window is {policy.image_pull_window:g} s); events:\n"
-            f"{records.events or '(none)'}",
+            f"its image cannot be pulled: ErrImagePull/ImagePullBackOff in every events "
+            f"read for {span:.0f} s (image_pull_window {policy.image_pull_window:g} s)",
             stop=True,
             events=True,
         )
