@@ -55,6 +55,7 @@ async def test_hostile_argv_env_and_workdir_arrive_exactly(platform, tmp_path: P
     seen = json.loads(dump.read_text())
     assert seen["argv"] == HOSTILE
     assert {k: seen["env"][k] for k in env} == env
+    assert not [k for k in seen["env"] if k.startswith(("CANFAR_LAUNCH_", "CANFAR_BOOT"))]
     assert seen["cwd"] == str(workdir)
     assert outcome.exit_code == 3 and not outcome.success
     assert outcome.reason == "the command exited with code 3"

@@ -58,6 +58,7 @@ import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from secrets import token_hex
 
@@ -68,6 +69,7 @@ from canfar_core.limits import (
     MAX_EXEC_BYTES,
     MAX_REQUEST_ENV_BYTES,
     ByteCount,
+    check_env_string,
     env_string_bytes,
     kib,
 )
@@ -176,7 +178,8 @@ def envelope(
         raise SpecError("timeout", timeout, "a positive number of seconds")
     check_exec_size(argv, env)
     state = str(state_dir) if state_dir is not None else None
-    script = render_script(
+    render = partial(
+        render_script,
         argv,
         env,
         str(workdir) if workdir is not None else None,
@@ -184,6 +187,7 @@ def envelope(
         timeout,
         str(secrets_file) if secrets_file is not None else None,
     )
+    script = render()
     chunks = encode_script(script)
     script_file: Path | None = None
     if _request_bytes(chunks) > MAX_REQUEST_ENV_BYTES - EXTRA_ENV_ALLOWANCE:
@@ -197,16 +201,7 @@ def envelope(
                 "it as a file, or move large values into files",
             )
         script_file = launch_file_path(state)
-        full = render_script(
-            argv,
-            env,
-            str(workdir) if workdir is not None else None,
-            state,
-            timeout,
-            str(secrets_file) if secrets_file is not None else None,
-            script_file=str(script_file),
-        )
-        write_launch_file(script_file, full)
+        write_launch_file(script_file, render(script_file=str(script_file)))
         script = render_stub(script_file)
         chunks = encode_script(script)
     names = [f"{SCRIPT_VAR_PREFIX}{i}" for i in range(len(chunks))]
@@ -239,15 +234,7 @@ def check_exec_size(argv: Sequence[str], env: Mapping[str, str]) -> None:
             )
     total = sum(len(a.encode()) + 1 for a in argv)
     for key, value in env.items():
-        size = env_string_bytes(key, value)
-        if size > MAX_ARG_STRLEN:
-            raise SpecError(
-                f"env[{key}]",
-                ByteCount(size),
-                f"Linux limits one environment string to {kib(MAX_ARG_STRLEN)} "
-                "(MAX_ARG_STRLEN); pass a large value in a file",
-            )
-        total += size
+        total += check_env_string(key, value, "pass a large value in a file")
     budget = MAX_EXEC_BYTES - CONTAINER_ENV_ALLOWANCE
     if total > budget:
         raise SpecError(

@@ -10,6 +10,8 @@ such a request itself, in one sentence naming what is too large and what to do i
 
 from __future__ import annotations
 
+from canfar_core.errors import SpecError
+
 # Linux: one argv or environment string, terminating NUL included (MAX_ARG_STRLEN, 32 pages).
 MAX_ARG_STRLEN = 128 * 1024
 # Linux: argv plus environment of one exec, a quarter of the usual 8 MiB stack limit.
@@ -35,6 +37,19 @@ class ByteCount(int):
 def env_string_bytes(key: str, value: str) -> int:
     """What `KEY=value` costs in a process's environment (the NUL included)."""
     return len(key.encode()) + 1 + len(value.encode()) + 1
+
+
+def check_env_string(key: str, value: str, hint: str) -> int:
+    """The size of `KEY=value`; SpecError (naming the key and `hint`) when over the limit."""
+    size = env_string_bytes(key, value)
+    if size > MAX_ARG_STRLEN:
+        raise SpecError(
+            f"env[{key}]",
+            ByteCount(size),
+            f"Linux limits one environment string to {kib(MAX_ARG_STRLEN)} "
+            f"(MAX_ARG_STRLEN); {hint}",
+        )
+    return size
 
 
 def kib(count: int) -> str:

@@ -26,11 +26,10 @@ from pydantic import (
 
 from canfar_core.errors import SpecError
 from canfar_core.limits import (
-    MAX_ARG_STRLEN,
     MAX_FORM_BYTES,
     MAX_REQUEST_ENV_BYTES,
     ByteCount,
-    env_string_bytes,
+    check_env_string,
     kib,
 )
 from canfar_core.phase import Phase, split_status
@@ -300,18 +299,10 @@ class SessionSpec(BaseModel):
         None of them says so usefully (reference §7), so the limits of
         `canfar_core.limits` are checked here, before anything is sent.
         """
-        total = 0
-        for key, value in self.env.items():
-            size = env_string_bytes(key, value)
-            if size > MAX_ARG_STRLEN:
-                raise SpecError(
-                    f"env[{key}]",
-                    ByteCount(size),
-                    f"Linux limits one environment string to {kib(MAX_ARG_STRLEN)} "
-                    "(MAX_ARG_STRLEN), so the session could not start; carry large values "
-                    "through canfar_core.launch.envelope",
-                )
-            total += size
+        total = sum(
+            check_env_string(key, value, "the session could not start with it")
+            for key, value in self.env.items()
+        )
         if total > MAX_REQUEST_ENV_BYTES:
             raise SpecError(
                 "env",

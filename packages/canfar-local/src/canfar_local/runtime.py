@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .supervisor import process_tree
+
 SUPERVISOR_SCRIPT = Path(__file__).resolve().with_name("supervisor.py")
 
 
@@ -93,33 +95,12 @@ def signal_process(pid: int | None, ticks: int | None, sig: int) -> bool:
     return True
 
 
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (through ``/proc/<pid>/task/<tid>/children``)."""
-    found: list[int] = []
-    pending = [pid]
-    while pending:
-        current = pending.pop()
-        try:
-            tasks = os.listdir(f"/proc/{current}/task")
-        except OSError:
-            continue
-        for tid in tasks:
-            try:
-                with open(f"/proc/{current}/task/{tid}/children", "rb") as handle:
-                    children = [int(child) for child in handle.read().split()]
-            except OSError:
-                continue
-            found += children
-            pending += children
-    return found
-
-
 def kill_tree(pid: int | None, ticks: int | None) -> None:
     """SIGKILL a process and everything below it (a node lost with all it ran)."""
     if not is_alive(pid, ticks):
         return
     assert pid is not None
-    for victim in [*descendants(pid), pid]:
+    for victim in [*process_tree(pid)[1:], pid]:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(victim, signal.SIGKILL)
 
