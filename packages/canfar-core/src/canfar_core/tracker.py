@@ -468,8 +468,8 @@ class SessionTracker:
         """Read the ends of the log into the watch's records; False when that failed."""
         try:
             capture, file_exists = await self._capture_logs(watch)
-        except CanfarError as exc:
-            if is_refusal(exc):
+        except (CanfarError, OSError) as exc:  # OSError: the log_path cannot be written
+            if isinstance(exc, CanfarError) and is_refusal(exc):
                 raise _Refused(exc) from None
             watch.records = with_log_failure(watch.records)
             log.warning(
@@ -499,7 +499,16 @@ class SessionTracker:
             if found is not None:
                 return found, True
             file_exists = False
-        sink = TailBuffer(self.log_tail_bytes, path=watch.log_path)
+        try:
+            sink = TailBuffer(self.log_tail_bytes, path=watch.log_path)
+        except OSError as exc:
+            log.warning(
+                "Cannot save the log of session %s to %s (%s); keeping only its tail.",
+                watch.session_id,
+                watch.log_path,
+                exc,
+            )
+            sink = TailBuffer(self.log_tail_bytes)
         try:
             await self.client.stream_logs(watch.session_id, sink.write)
         finally:
