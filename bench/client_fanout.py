@@ -118,7 +118,8 @@ async def run_ours(url: str, token: str, count: int, name: str, hold: int = 0) -
         tracker = SessionTracker(client)
         try:
             outcomes = await asyncio.wait_for(
-                asyncio.gather(*(tracker.watch(i) for i in ids)), WAIT_TIMEOUT_SECONDS
+                asyncio.gather(*(tracker.watch(i, enveloped=False) for i in ids)),
+                WAIT_TIMEOUT_SECONDS,
             )
         finally:
             await tracker.aclose()

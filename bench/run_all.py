@@ -35,6 +35,9 @@ SCRIPTS: tuple[tuple[str, tuple[str, ...], int], ...] = (
     ("prefect_worker", ("--also-engine-command",), 720),
     ("task_runner", (), 420),
     ("platform_scale", (), 300),
+    # 50 jobs x 200 MB: writes 10 GB to the temporary directory (deleted afterwards).
+    ("driver_memory", (), 1200),
+    ("events_cost", (), 300),
 )
 METRIC = re.compile(r"^([a-z][a-z0-9_]*): (\S.*)$")
 

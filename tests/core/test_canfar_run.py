@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from canfar_core.launch import MARKER
+from canfar_core.launch import MARKER, marker_line
 from canfar_core.models import Event
 from canfar_core.outcome import Outcome, OutcomeKind
 from canfar_core.phase import Phase
@@ -365,15 +365,15 @@ def _attempt(kind: OutcomeKind, phase: Phase, code: int | None, logs: str) -> At
 @pytest.mark.parametrize(
     ("kind", "phase", "code", "logs", "expected"),
     [
-        (OutcomeKind.SUCCEEDED, Phase.COMPLETED, 0, f"{MARKER} 0\n", 0),
+        (OutcomeKind.SUCCEEDED, Phase.COMPLETED, 0, f"{marker_line(0, 's1')}\n", 0),
         # Completed, but no exit code could be read: never a success.
         (OutcomeKind.SUCCEEDED, Phase.COMPLETED, 0, "", 125),
         # Failed is never overruled by a marker 0.
-        (OutcomeKind.SUCCEEDED, Phase.FAILED, 0, f"{MARKER} 0\n", 125),
+        (OutcomeKind.SUCCEEDED, Phase.FAILED, 0, f"{marker_line(0, 's1')}\n", 125),
         (OutcomeKind.FAILED, Phase.FAILED, None, "", 125),
         (OutcomeKind.VANISHED, Phase.RUNNING, None, "", 125),
         (OutcomeKind.RUNTIME_EXCEEDED, Phase.RUNNING, None, "", 124),
-        (OutcomeKind.OUT_OF_MEMORY, Phase.FAILED, 137, f"{MARKER} 137\n", 137),
+        (OutcomeKind.OUT_OF_MEMORY, Phase.FAILED, 137, f"{marker_line(137, 's1')}\n", 137),
     ],
 )
 def test_a_success_needs_a_recorded_exit_code_of_zero(
@@ -395,6 +395,6 @@ def test_pending_reason_names_the_cause() -> None:
 
 
 def test_the_envelope_marker_is_not_shown() -> None:
-    assert without_marker(f"{MARKER} 0") is None
-    assert without_marker(f"no newline{MARKER} 7") == "no newline"
+    assert without_marker(marker_line(0, "s1")) is None
+    assert without_marker(f"no newline{marker_line(7, 's1')}") == "no newline"
     assert without_marker("canfar-launch: exit code soon") == "canfar-launch: exit code soon"

@@ -55,6 +55,7 @@ async def test_hostile_argv_env_and_workdir_arrive_exactly(platform, tmp_path: P
     seen = json.loads(dump.read_text())
     assert seen["argv"] == HOSTILE
     assert {k: seen["env"][k] for k in env} == env
+    assert not [k for k in seen["env"] if k.startswith(("CANFAR_LAUNCH_", "CANFAR_BOOT"))]
     assert seen["cwd"] == str(workdir)
     assert outcome.exit_code == 3 and not outcome.success
     assert outcome.reason == "the command exited with code 3"
@@ -70,7 +71,7 @@ async def test_marker_line_gives_the_exit_code_without_a_state_dir(platform) -> 
         await tracker.aclose()
     assert outcome.exit_code == 5
     assert "out" in outcome.logs and "err" in outcome.logs
-    assert outcome.log_tail(1) == "canfar-launch: exit code 5"
+    assert outcome.log_tail(1) == f"canfar-launch: exit code 5 session {session_id}"
 
 
 async def test_runtime_limit_stops_the_command_with_124(platform, tmp_path: Path) -> None:

@@ -6,9 +6,11 @@ import asyncio
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from canfar_core import (
     AsyncCanfarClient,
+    CredentialsRefusedError,
     OutcomeKind,
     RetryPolicy,
     SessionSpec,
@@ -31,8 +33,10 @@ async def test_one_list_request_per_tick_for_200_sessions(platform_factory) -> N
     async with client_for(platform) as client:
         ids = await client.create(spec, replicas=200)
         platform.reset_counters()
-        tracker = SessionTracker(client, min_interval=0.3, max_interval=1.0)
-        futures = [tracker.watch(i) for i in ids]
+        # Events of Pending sessions are read after events_delay; 200 supervisors starting
+        # on a loaded machine may take that long, and this test counts only the list.
+        tracker = SessionTracker(client, min_interval=0.3, max_interval=1.0, events_delay=600)
+        futures = [tracker.watch(i, enveloped=False) for i in ids]
         outcomes = await asyncio.wait_for(asyncio.gather(*futures), timeout=120)
         await tracker.aclose()
     counts = platform.counters()
@@ -49,7 +53,7 @@ async def test_interval_backs_off_while_idle_and_resets_on_change(platform) -> N
             SessionSpec(name="idle", image=IMAGE, cmd="sleep", args="3")
         )
         tracker = SessionTracker(client, min_interval=0.1, max_interval=0.8, backoff=2)
-        future = tracker.watch(session_id)
+        future = tracker.watch(session_id, enveloped=False)
         await asyncio.sleep(1.5)
         assert tracker.interval == pytest.approx(0.8)
         outcome = await future
@@ -152,7 +156,7 @@ async def test_failed_session_reports_log_tail_and_events(platform) -> None:
         )
         session_id = await client.create(spec)
         tracker = SessionTracker(client, min_interval=0.1)
-        outcome = await tracker.watch(session_id)
+        outcome = await tracker.watch(session_id, enveloped=False)
         await tracker.aclose()
     assert outcome.kind is OutcomeKind.FAILED and outcome.exit_code is None
     assert "boom" in outcome.log_tail()
@@ -166,7 +170,7 @@ async def test_short_outage_is_tolerated(platform) -> None:
         )
         platform.inject_fault(method="GET", route="/v1/session", status=503, count=3)
         tracker = SessionTracker(client, min_interval=0.1, outage_seconds=30)
-        outcome = await tracker.watch(session_id)
+        outcome = await tracker.watch(session_id, enveloped=False)
         await tracker.aclose()
     assert outcome.success
 
@@ -204,3 +208,64 @@ async def test_a_session_missing_just_after_watch_gets_a_grace(platform) -> None
 def test_tracker_refuses_an_interval_near_the_retention() -> None:
     with pytest.raises(ValueError, match="max_interval=3600"):
         SessionTracker(AsyncCanfarClient(url="http://x/skaha/v1", token="t"), max_interval=3600)
+
+
+def mock_client(handler) -> AsyncCanfarClient:
+    """A client on httpx's MockTransport: a unit test of one rule, beside the e2e ones."""
+    return AsyncCanfarClient(
+        url="http://canfar.test/skaha/v1",
+        token="t",
+        retry=NO_RETRY,
+        transport=httpx.MockTransport(handler),
+    )
+
+
+async def test_a_403_on_the_list_is_a_refusal_not_an_outage() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(403, text="Not authorized to use the skaha system\n")
+
+    async with mock_client(handler) as client:
+        tracker = SessionTracker(client, min_interval=0.1, outage_seconds=600)
+        with pytest.raises(CredentialsRefusedError, match="but denied access") as caught:
+            await asyncio.wait_for(tracker.watch("abc"), 5)
+        await tracker.aclose()
+    assert caught.value.sessions == ["abc"]
+    assert "CANFAR at http://canfar.test/skaha/v1 accepted the credentials from arguments" in str(
+        caught.value
+    )
+    assert tracker.refusal is caught.value
+
+
+async def test_with_an_injected_clock_a_terminating_session_is_deleted_as_stuck() -> None:
+    """The stuck rule on a fake clock: logs read at the grace and once more at the end."""
+    now = [0.0]
+    seen: list[str] = []
+    gone: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        view = request.url.params.get("view")
+        seen.append(f"{request.method} {view or request.url.path}")
+        if request.method == "DELETE":
+            gone.append(request.url.path.rsplit("/", 1)[1])
+            return httpx.Response(200)
+        if view == "logs":
+            return httpx.Response(200, text="still going\n")
+        if view == "events":
+            return httpx.Response(200, text="<none>\n")
+        listing = [{"id": "abc", "status": "Terminating", "type": "headless"}]
+        return httpx.Response(200, json=[s for s in listing if s["id"] not in gone])
+
+    async with mock_client(handler) as client:
+        tracker = SessionTracker(client, stuck_grace=60, stuck_timeout=600, clock=lambda: now[0])
+        future = tracker.watch("abc")
+        await tracker.aclose()  # tick by hand, on the fake clock
+        for moment in (0, 59, 60, 300, 599):
+            now[0] = moment
+            await tracker.tick()
+            assert not future.done(), moment
+        now[0] = 600
+        await tracker.tick()
+    outcome = future.result()
+    assert outcome.kind is OutcomeKind.STUCK and gone == ["abc"]
+    assert seen.count("GET logs") == 2, seen
+    assert "stayed Terminating for 600 s" in (outcome.reason or "")

@@ -8,11 +8,12 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
 from canfar_local import LocalPlatform, PlatformConfig, PlatformError
-from canfar_local.testing import processes_mentioning, skaha_client, wait_for
+from canfar_local.testing import image_path, processes_mentioning, skaha_client, wait_for
 
 IMAGE = "images.canfar.net/skaha/base:latest"
 
@@ -389,3 +390,57 @@ def test_an_unpullable_image_stays_pending_with_pull_events(
         assert session(client, waiting)["status"] == "Pending"  # its capacity is held
         client.delete(f"/session/{stuck}")
         assert finished(client, waiting) == "Completed", "deleting frees the capacity"
+
+
+def test_an_image_path_narrows_what_its_sessions_find(
+    platform_factory: Callable[..., LocalPlatform], tmp_path: Path
+) -> None:
+    slim = "images.canfar.net/skaha/slim:1.0"
+    tools = image_path(tmp_path / "slim-bin", ["sh", "cat"])
+    platform = platform_factory(image_paths={slim: tools})
+    with skaha_client(platform) as client:
+        probe = {"cmd": "sh", "args": "-c \\$(S)", "env": "S=command -v base64 || echo none"}
+        narrow = create(client, image=slim, **probe)
+        wide = create(client, **probe)
+        finished(client, narrow), finished(client, wide)
+        narrow_log = client.get(f"/session/{narrow}", params={"view": "logs"}).text
+        wide_log = client.get(f"/session/{wide}", params={"view": "logs"}).text
+    assert narrow_log == "none\n"
+    assert wide_log.strip().endswith("/base64")
+
+
+def test_held_phases_and_a_lost_node(platform: LocalPlatform, client: httpx.Client) -> None:
+    ended = create(client, cmd="true")
+    finished(client, ended)
+    platform.hold_phase(ended, "Terminating")
+    assert status_of(client, ended) == "Terminating"
+    assert client.get("/session").json()[0]["status"] == "Terminating"
+    running = create(client, cmd="sleep", args="60")
+    wait_for(lambda: status_of(client, running) == "Running", what="Running")
+    child = wait_for(lambda: platform.session_state(running)["child_pid"], what="a child pid")
+    platform.hold_phase(running, "Unknown", kill=True)
+    wait_for(lambda: not os.path.exists(f"/proc/{child}/stat"), what="the lost node's processes")
+    wait_for(lambda: platform.session_state(running)["phase"] == "finished", what="its end")
+    assert status_of(client, running) == "Unknown", "the status stays held"
+    assert platform.session_state(running)["exit_code"] is None, "nothing recorded an exit"
+
+
+def test_a_revoked_token_is_refused(platform: LocalPlatform) -> None:
+    extra = platform.add_user("carol")
+    with skaha_client(platform, token=extra) as carol:
+        assert carol.get("/session").status_code == 200
+        assert platform.revoke_token(extra)
+        refused = carol.get("/session")
+    assert refused.status_code == 401 and refused.text == "Unauthorized\n"
+    assert not platform.revoke_token(extra)
+
+
+def test_the_servers_size_limits(client: httpx.Client) -> None:
+    """Tomcat drops every parameter of a form over 2 MiB; Kubernetes refuses a Job over
+    about 1.5 MiB (reference §7)."""
+    too_big = client.post("/session", data={"name": "big", "image": IMAGE, "cmd": "x" * 2_200_000})
+    assert (too_big.status_code, too_big.text) == (400, "Missing parameter 'image'\n")
+    env = [("env", f"V{i}=" + "y" * 100_000) for i in range(16)]
+    large = client.post("/session", content=urlencode([("name", "large"), ("image", IMAGE), *env]))
+    assert large.status_code == 500
+    assert "request is too large" in large.text

@@ -9,6 +9,7 @@ The embedded platform (`CANFAR_URL=local`) is the separate package `canfar-local
 from canfar_core.client import AsyncCanfarClient
 from canfar_core.config import CanfarConfig, resolve_config
 from canfar_core.context import Context, ResourceOptions
+from canfar_core.diagnosis import Diagnosis, DiagnosisCategory, DiagnosisLevel, diagnose_outcome
 from canfar_core.errors import (
     AuthenticationError,
     CanfarApiError,
@@ -17,6 +18,7 @@ from canfar_core.errors import (
     ClientClosedError,
     ConfigurationError,
     CredentialsExpiredError,
+    CredentialsRefusedError,
     InvalidRequestError,
     PermissionDeniedError,
     ReplicaCreateError,
@@ -31,6 +33,7 @@ from canfar_core.models import Event, Image, Session, SessionSpec
 from canfar_core.names import unique_name
 from canfar_core.outcome import Outcome, OutcomeKind
 from canfar_core.phase import Phase
+from canfar_core.progress import Progress, ProgressKind
 from canfar_core.retry import RetryPolicy
 from canfar_core.sync import CanfarClient
 from canfar_core.tracker import SessionTracker
@@ -47,6 +50,10 @@ __all__ = [
     "ConfigurationError",
     "Context",
     "CredentialsExpiredError",
+    "CredentialsRefusedError",
+    "Diagnosis",
+    "DiagnosisCategory",
+    "DiagnosisLevel",
     "Envelope",
     "Event",
     "Image",
@@ -55,6 +62,8 @@ __all__ = [
     "OutcomeKind",
     "PermissionDeniedError",
     "Phase",
+    "Progress",
+    "ProgressKind",
     "ReplicaCreateError",
     "ResourceOptions",
     "RetryPolicy",
@@ -66,6 +75,7 @@ __all__ = [
     "SessionTracker",
     "SpecError",
     "TrackerOutageError",
+    "diagnose_outcome",
     "envelope",
     "resolve_config",
     "unique_name",

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import enum
 import logging
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, overload
 from urllib.parse import urlencode
@@ -40,7 +41,7 @@ from canfar_core.errors import (
     SpecError,
     error_for_status,
 )
-from canfar_core.models import Event, Image, Session, SessionSpec, parse_events
+from canfar_core.models import Event, Image, Session, SessionSpec, parse_events, parse_sessions
 from canfar_core.retry import (
     RETRYABLE_STATUS,
     RetryBudget,
@@ -113,6 +114,7 @@ class AsyncCanfarClient:
         self._context: Context | None = None
         self._repositories: list[str] | None = None
         self._known_ids: set[str] = set()
+        self._warned: set[str] = set()
         # Whether the server has ever answered: until then an unreachable server is a
         # configuration problem and fails fast (RetryPolicy.first_contact_attempts).
         self._answered = False
@@ -202,17 +204,72 @@ class AsyncCanfarClient:
         """The caller's sessions, optionally filtered by type and status (server-side)."""
         params = [(k, v) for k, v in (("type", type), ("status", status)) if v]
         response = await self._request("GET", "session", params=params)
-        return [Session.model_validate(item) for item in response.json()]
+        try:
+            sessions, problems = parse_sessions(_json(response))
+        except ValueError as exc:
+            raise _unreadable(response, str(exc)) from None
+        for problem in problems:
+            self._warn_once(f"The session list has an odd item: {problem}.")
+        return sessions
 
     async def get(self, session_id: str) -> Session:
         """One session; SessionNotFoundError when it does not exist (or expired)."""
         response = await self._request("GET", f"session/{session_id}")
-        return Session.model_validate(response.json())
+        try:
+            return Session.model_validate(_json(response))
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            raise _unreadable(response, str(exc).splitlines()[0]) from None
 
     async def logs(self, session_id: str) -> str:
         """The session's output (empty for unknown ids or before it starts)."""
         response = await self._request("GET", f"session/{session_id}", params=[("view", "logs")])
         return response.text
+
+    async def stream_logs(self, session_id: str, write: Callable[[bytes], object]) -> int:
+        """Stream the session's output to `write`, chunk by chunk; the number of bytes.
+
+        The log is never held in memory whole (a job may print gigabytes). Transient
+        failures are retried like any GET until the first byte has arrived; after that a
+        broken stream raises CanfarTransportError, and the caller starts over.
+        """
+        budget = self.retry.budget()
+        path = f"session/{session_id}"
+        renewed = False
+        while True:
+            generation = await self._fresh_credentials()
+            http = await self._ensure_open()
+            received = 0
+            retry: tuple[float | None, object] | None = None
+            try:
+                async with (
+                    self._in_use(http),
+                    self._gate,
+                    http.stream("GET", path, params=[("view", "logs")]) as response,
+                ):
+                    self._answered = True
+                    if response.status_code == 401 and not renewed:
+                        renewed = True
+                        await response.aread()
+                        if await self._renew_after_refusal(generation):
+                            continue
+                    if response.status_code >= 400:
+                        await response.aread()
+                        error = self._api_error(response)
+                        if response.status_code not in RETRYABLE_STATUS:
+                            raise error
+                        retry = (retry_after_seconds(response), error)
+                    else:
+                        async for chunk in response.aiter_bytes():
+                            received += len(chunk)
+                            write(chunk)
+                        return received
+            except httpx.TransportError as exc:
+                if received or not (is_unsent(exc) or is_transient(exc)):
+                    raise CanfarTransportError(
+                        f"GET {path} (logs) failed after {received} bytes: {_describe(exc)}"
+                    ) from None
+                retry = (None, exc)
+            await self._backoff(budget, retry[0], f"GET {path} (logs)", retry[1])
 
     async def events_table(self, session_id: str) -> str:
         """The raw kubectl events table (SessionNotFoundError while nothing is scheduled)."""
@@ -417,12 +474,15 @@ class AsyncCanfarClient:
     ) -> httpx.Response:
         """One request on the current pool, counted so a retired pool closes when idle."""
         http = await self._ensure_open()
+        async with self._in_use(http), self._gate:
+            return await http.request(method, path, params=params, content=content, headers=headers)
+
+    @contextlib.asynccontextmanager
+    async def _in_use(self, http: httpx.AsyncClient) -> AsyncIterator[None]:
+        """Count a request on `http`, so a pool retired meanwhile closes once idle."""
         self._inflight[http] = self._inflight.get(http, 0) + 1
         try:
-            async with self._gate:
-                return await http.request(
-                    method, path, params=params, content=content, headers=headers
-                )
+            yield
         finally:
             left = self._inflight.pop(http) - 1
             if left:
@@ -474,6 +534,15 @@ class AsyncCanfarClient:
             path=response.request.url.path,
             retry_after=retry_after_seconds(response),
         )
+
+    def _warn_once(self, message: str) -> None:
+        """Log a warning the first time it occurs (a listing is read every few seconds)."""
+        if message in self._warned:
+            return
+        if len(self._warned) >= 1000:
+            self._warned.clear()
+        self._warned.add(message)
+        log.warning("%s", message)
 
     def _registry_headers(self) -> dict[str, str]:
         auth = self._registry_auth
@@ -568,6 +637,29 @@ class AsyncCanfarClient:
         if response.status_code != 200:
             raise self._api_error(response)
         return parse_capabilities(response.text)
+
+
+def _json(response: httpx.Response) -> object:
+    """The JSON body; ValueError (with a sentence) for one that is not JSON."""
+    try:
+        return response.json()
+    except ValueError:
+        raise ValueError("the body is not JSON") from None
+
+
+def _unreadable(response: httpx.Response, why: str) -> CanfarTransportError:
+    """A 2xx answer that cannot be read: a proxy's page, a cut or empty body.
+
+    It is a transport error, not a crash: a tracker rides it out as an outage.
+    """
+    body = response.content
+    kind = response.headers.get("content-type", "no content type").split(";")[0]
+    start = body[:60].decode("utf-8", errors="replace").replace("\n", " ")
+    shown = f", starting {start!r}" if body else ""
+    return CanfarTransportError(
+        f"{response.request.method} {response.request.url.path} answered HTTP "
+        f"{response.status_code} that cannot be read ({why}; {kind}, {len(body)} bytes{shown})"
+    )
 
 
 def _describe(cause: object) -> str:

@@ -19,6 +19,7 @@ the one thing a user needs to fix the request. The whole tree, one root:
     │   └── ServerError               500 and any other status
     ├── ReplicaCreateError            some replicas of a multi-replica create failed
     └── TrackerOutageError            the session list stayed unreadable too long
+        └── CredentialsRefusedError   401/403 on the list mid-run: every watch stops at once
 
 Using a client after `aclose()` raises `ClientClosedError`, a RuntimeError outside the
 tree: it is a programming mistake, not something the platform did, so code that rides
@@ -130,6 +131,23 @@ class ReplicaCreateError(CanfarError):
 
 class TrackerOutageError(CanfarError):
     """The session list could not be read for longer than the tracker tolerates."""
+
+
+class CredentialsRefusedError(TrackerOutageError):
+    """CANFAR refused the credentials (401/403) while sessions were being watched.
+
+    Waiting will not help, so the tracker fails every watch at once with this error
+    instead of riding it out as an outage. The message is the renew sentence of
+    `canfar_core.refusals` plus the sessions that may still be running; `sessions` lists
+    their ids and `cause` is the AuthenticationError or PermissionDeniedError. Engines
+    stop on it and exit non-zero. It is a TrackerOutageError because, as after an
+    outage, the tracker no longer knows what the sessions are doing.
+    """
+
+    def __init__(self, message: str, *, sessions: list[str], cause: CanfarError) -> None:
+        super().__init__(message)
+        self.sessions = sessions
+        self.cause = cause
 
 
 class ClientClosedError(RuntimeError):

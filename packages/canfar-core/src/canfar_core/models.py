@@ -13,6 +13,7 @@ import math
 import re
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from pydantic import (
     BaseModel,
@@ -24,6 +25,13 @@ from pydantic import (
 )
 
 from canfar_core.errors import SpecError
+from canfar_core.limits import (
+    MAX_FORM_BYTES,
+    MAX_REQUEST_ENV_BYTES,
+    ByteCount,
+    check_env_string,
+    kib,
+)
 from canfar_core.phase import Phase, split_status
 
 SESSION_TYPES = ("headless", "notebook", "desktop", "carta", "contributed", "firefly")
@@ -104,6 +112,50 @@ class Session(BaseModel):
     def status_reason(self) -> str | None:
         """The reason in a legacy `Failed (Reason)` status, if any."""
         return split_status(self.status)[1]
+
+
+def parse_sessions(items: object) -> tuple[list[Session], list[str]]:
+    """Parse a session listing leniently: (the sessions, a sentence per odd item).
+
+    An item without a string `id` (a foreign object) is skipped. An item whose other
+    fields do not parse (a `startTime` in another format, an epoch number) keeps its
+    id, status and name, the odd fields dropped: a session that a tracker watches must
+    not look vanished because one of its timestamps changed format.
+    """
+    sessions: list[Session] = []
+    problems: list[str] = []
+    if not isinstance(items, list):
+        raise ValueError(f"a JSON list was expected, not {type(items).__name__}")
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
+            problems.append(f"item {index} has no session id ({_shorten(item)}); skipped")
+            continue
+        try:
+            sessions.append(Session.model_validate(item))
+            continue
+        except ValidationError as exc:
+            bad = {str(error["loc"][0]) for error in exc.errors() if error.get("loc")}
+        kept = {k: v for k, v in item.items() if k not in bad and _field_name(k) not in bad}
+        try:
+            sessions.append(Session.model_validate(kept))
+        except ValidationError:
+            problems.append(f"session {item['id']} does not parse ({_shorten(item)}); skipped")
+            continue
+        fields = ", ".join(f"{k}={item[k]!r}"[:80] for k in sorted(bad) if k in item)
+        problems.append(f"session {item['id']}: {fields or 'some fields'} not understood; ignored")
+    return sessions, problems
+
+
+def _field_name(alias: str) -> str:
+    for name, info in Session.model_fields.items():
+        if info.alias == alias:
+            return name
+    return alias
+
+
+def _shorten(value: object, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class Event(BaseModel):
@@ -239,6 +291,34 @@ class SessionSpec(BaseModel):
                     "carry them through canfar_core.launch instead",
                 )
             _refuse_yaml_breakers(f"env[{key}]", value)
+        self._check_size()
+
+    def _check_size(self) -> None:
+        """Refuse what the real server, Kubernetes or the container's exec would reject.
+
+        None of them says so usefully (reference §7), so the limits of
+        `canfar_core.limits` are checked here, before anything is sent.
+        """
+        total = sum(
+            check_env_string(key, value, "the session could not start with it")
+            for key, value in self.env.items()
+        )
+        if total > MAX_REQUEST_ENV_BYTES:
+            raise SpecError(
+                "env",
+                ByteCount(total),
+                f"CANFAR holds a session's environment to about {kib(MAX_REQUEST_ENV_BYTES)} "
+                "(a Kubernetes object is at most about 1.5 MiB); carry a large script "
+                "through canfar_core.launch.envelope with a state_dir",
+            )
+        form = len(urlencode(self.to_params()))
+        if form > MAX_FORM_BYTES:
+            raise SpecError(
+                "request",
+                ByteCount(form),
+                f"the server reads at most {kib(MAX_FORM_BYTES)} of form body (past it, it "
+                "drops every parameter); make the request smaller",
+            )
 
     def with_env(self, extra: dict[str, str]) -> SessionSpec:
         """A copy with more environment entries (later keys override)."""

@@ -1,8 +1,14 @@
-"""What became of a session: the one resolution rule both plugins report from.
+"""What became of a session: the outcome both plugins report from.
 
 The API never reports an exit code (reference §5.3), so the exit code comes from the
-launch envelope's exit file or marker line. A session that vanished without recording
-one is a failure with that reason, never assumed a success.
+launch envelope's exit file or exit line (the rules are in `canfar_core.verdict`). A
+session that ended without recording one is a failure with that reason, never assumed
+a success.
+
+`logs` is the *tail* of the session's output (at most the tracker's `log_tail_bytes`),
+which is what failure messages need and what keeps a driver's memory flat however
+much its jobs print; `log_path` is where the whole output is (the state directory's
+log file, or the file the watch asked the tracker to stream it to), if anywhere.
 """
 
 from __future__ import annotations
@@ -10,15 +16,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from canfar_core.phase import Phase
+
+if TYPE_CHECKING:
+    from canfar_core.diagnosis import Diagnosis
 
 OOM_EXIT_CODE = 137
 TIMEOUT_EXIT_CODE = 124
 
 
 class OutcomeKind(StrEnum):
-    """Why a session ended."""
+    """Why a session ended (the values are stable: engines and automations match them)."""
 
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -28,11 +39,20 @@ class OutcomeKind(StrEnum):
     DELETED = "deleted"
     VANISHED = "vanished"
     LOST = "lost"
+    IMAGE_PULL_FAILED = "image-pull-failed"
+    STUCK = "stuck"
+    CREDENTIALS_REFUSED = "credentials-refused"
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """The final state of a watched session."""
+    """The final state of a watched session.
+
+    `logs` is the tail of the output and `log_head` its first lines; `log_truncated`
+    says the output was longer than the tail; `log_path` holds all of it, when saved.
+    `diagnosis` is the tracker's `canfar_core.diagnosis.Diagnosis` (None for a success;
+    `diagnose_outcome` computes one for an outcome built elsewhere).
+    """
 
     session_id: str
     name: str | None
@@ -44,6 +64,10 @@ class Outcome:
     events_table: str | None = None
     start_time: datetime | None = None
     image: str | None = None
+    log_path: Path | None = None
+    log_head: str = ""
+    log_truncated: bool = False
+    diagnosis: Diagnosis | None = None
 
     @property
     def success(self) -> bool:

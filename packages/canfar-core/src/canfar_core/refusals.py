@@ -9,7 +9,14 @@ tracker's mid-run refusal print exactly these sentences.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from canfar_core.errors import AuthenticationError, CanfarError, PermissionDeniedError
+
+if TYPE_CHECKING:
+    from canfar_core.config import CanfarConfig
+
+LOCAL_SOURCE = "local platform"
 
 RENEW_COMMAND = "`canfar login`"
 SUPPORT = "support@canfar.net"
@@ -38,3 +45,10 @@ def refusal_sentence(
         )
     remedy = f"renew them with {RENEW_COMMAND}" + (f" or {also}" if also else "")
     return f"CANFAR at {where} refused the credentials from {source} ({reason}); {remedy}."
+
+
+def where_of(config: CanfarConfig) -> str:
+    """How a refusal sentence names the server: its URL, or "the embedded platform"."""
+    if config.is_local or config.source == LOCAL_SOURCE:
+        return "the embedded platform"
+    return config.url

@@ -3,8 +3,28 @@
 Polling `GET /session/{id}` per job (what users script today) costs N requests per
 tick; the tracker asks `GET /session?type=headless` once and resolves every watched
 session from it. The interval adapts: short while phases change, backing off while
-idle, capped far below the one-hour retention of finished sessions. Logs are fetched
-the moment a terminal phase is seen, before anything can delete the session.
+idle, capped far below the one-hour retention of finished sessions. Logs are read the
+moment a terminal phase is seen, before anything can delete the session.
+
+What a session's state *means* is one pure function, `canfar_core.verdict.decide`;
+this module is the loop around it: list, keep each watch's records (exit file, the
+ends of its log, events), read what a verdict asks for, act on the verdict. Beyond
+the rules there:
+
+- A reply that cannot be read (a proxy's HTML page with 200, a cut or empty body) is an
+  outage like an unreachable server: one warning, a reminder each minute, and the last
+  known state is kept until `outage_seconds`. One odd item in the list is skipped (or
+  its odd fields ignored) with one warning; every other session still resolves.
+- A 401 or 403 is not an outage: credentials do not heal by waiting, so every watch
+  fails at once with `CredentialsRefusedError`, worded by `canfar_core.refusals` and
+  naming the sessions that may still be running.
+- Memory stays flat: only a bounded tail (and the first lines) of each log is kept.
+  With a state dir the envelope tees the whole log to a file there and only its ends
+  are read; without one the log is streamed from the API to `log_path`, if the watch
+  names one, keeping the tail.
+- While a session is Pending its events are read at a bounded rate, never per tick;
+  a hook (`on_progress`) hears of phase changes and of a waiting session's reason, once
+  and again only when it changes.
 """
 
 from __future__ import annotations
@@ -13,22 +33,48 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from canfar_core.client import AsyncCanfarClient
-from canfar_core.errors import CanfarError, SessionNotFoundError, TrackerOutageError
+from canfar_core.diagnosis import Evidence, diagnose
+from canfar_core.errors import (
+    CanfarError,
+    CredentialsRefusedError,
+    SessionNotFoundError,
+    TrackerOutageError,
+)
 from canfar_core.launch import parse_exit_marker, read_exit_file
+from canfar_core.logtail import DEFAULT_TAIL_BYTES, LogCapture, TailBuffer, read_file
 from canfar_core.models import Session
-from canfar_core.outcome import Outcome, OutcomeKind, classify_exit
+from canfar_core.outcome import Outcome, OutcomeKind
 from canfar_core.phase import Phase
+from canfar_core.progress import Progress, ProgressHook, ProgressKind
+from canfar_core.refusals import is_refusal, refusal_sentence, where_of
+from canfar_core.verdict import (
+    Need,
+    Policy,
+    Records,
+    Verdict,
+    WatchFacts,
+    decide,
+    envelope_never_ran,
+    wake_at,
+    with_events,
+    with_log_failure,
+    with_logs,
+)
 
 log = logging.getLogger(__name__)
 
 RETENTION_SECONDS = 3600
 MAX_INTERVAL_CAP = RETENTION_SECONDS / 6
 LOG_READ_TICKS = 5
+OUTAGE_REMINDER_SECONDS = 60.0
+# Reads a verdict may ask for in one tick (logs, then events), before it must settle.
+_READS_PER_TICK = 3
 
 
 @dataclass
@@ -38,24 +84,56 @@ class _Watch:
     state_dir: str | None
     pending_timeout: float | None
     runtime_limit: float | None
+    enveloped: bool
+    log_path: Path | None
+    on_progress: ProgressHook | None
     future: asyncio.Future[Outcome]
-    phase: Phase = Phase.PENDING
-    phase_since: float = field(default_factory=time.monotonic)
+    watched_at: float
+    phase: Phase | None = None
+    phase_since: float = 0.0
     session: Session | None = None
+    records: Records = field(default_factory=Records)
+    capture: LogCapture | None = None
+    reason_key: tuple[str, str] | None = None
     deleting: OutcomeKind | None = None
     resolving: bool = False
-    watched_at: float = field(default_factory=time.monotonic)
-    log_failures: int = 0
+
+    def facts(self) -> WatchFacts:
+        return WatchFacts(
+            session_id=self.session_id,
+            enveloped=self.enveloped,
+            has_state_dir=self.state_dir is not None,
+            pending_timeout=self.pending_timeout,
+            runtime_limit=self.runtime_limit,
+            watched_at=self.watched_at,
+            phase=self.phase,
+            phase_since=self.phase_since,
+        )
+
+
+class _Refused(Exception):
+    """Carries a 401/403 met while reading a record up to the tick, which stops all."""
+
+    def __init__(self, error: CanfarError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class SessionTracker:
     """Resolve watched sessions to `Outcome`s from one list request per tick.
 
     `outage_seconds`: how long the list may fail before every watch fails with
-    TrackerOutageError (until then the last known state is kept and a warning logged);
-    `outcome()` then reports OutcomeKind.LOST. `vanish_grace`: how long after `watch()`
-    a session may be missing from the list (without an exit file) before it counts as
-    vanished, in case a listing lags behind a create.
+    TrackerOutageError (until then the last known state is kept); `outcome()` then
+    reports OutcomeKind.LOST. `vanish_grace`: how long after `watch()` a session may be
+    missing from the list (without an exit file) before it counts as vanished, in case a
+    listing lags behind a create. `stuck_grace`/`stuck_timeout`: how long a session may
+    stay `Terminating`/`Unknown` before its exit record decides, and before one without
+    a record is deleted as STUCK. `events_delay`/`events_interval`: when a Pending
+    session's events are first read, and how often after; `image_pull_window`: how long
+    an image pull may keep failing before the session is deleted as IMAGE_PULL_FAILED.
+    `log_tail_bytes`: how much of each log's end is kept in memory. `on_progress`: a
+    hook for every watch (see `canfar_core.progress`). `clock`: seconds, monotonic
+    (tests inject one).
     """
 
     def __init__(
@@ -67,25 +145,61 @@ class SessionTracker:
         backoff: float = 1.5,
         outage_seconds: float = 600.0,
         vanish_grace: float = 5.0,
+        stuck_grace: float = 60.0,
+        stuck_timeout: float = 600.0,
+        events_delay: float = 10.0,
+        events_interval: float = 30.0,
+        image_pull_window: float = 180.0,
+        log_tail_bytes: int = DEFAULT_TAIL_BYTES,
+        on_progress: ProgressHook | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 0 < min_interval <= max_interval <= MAX_INTERVAL_CAP:
             raise ValueError(
                 f"min_interval={min_interval}, max_interval={max_interval} are not allowed: "
                 f"0 < min_interval <= max_interval <= {MAX_INTERVAL_CAP:g} s."
             )
+        if log_tail_bytes < 1024:
+            raise ValueError(
+                f"log_tail_bytes={log_tail_bytes!r} is not allowed: at least 1024 bytes."
+            )
         self.client = client
         self.min_interval = min_interval
         self.max_interval = max_interval
         self.backoff = backoff
         self.outage_seconds = outage_seconds
-        self.vanish_grace = vanish_grace
+        self.policy = Policy(
+            vanish_grace=vanish_grace,
+            stuck_grace=stuck_grace,
+            stuck_timeout=stuck_timeout,
+            events_delay=events_delay,
+            events_interval=events_interval,
+            image_pull_window=image_pull_window,
+            log_read_attempts=LOG_READ_TICKS,
+        )
+        self.log_tail_bytes = log_tail_bytes
+        self.on_progress = on_progress
+        self.clock = clock
         self.ticks = 0
+        self.events_reads = 0
         self.interval = min_interval
+        self.refusal: CredentialsRefusedError | None = None
         self._watches: dict[str, _Watch] = {}
         self._outcomes: dict[str, Outcome] = {}
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._outage_since: float | None = None
+        self._outage_warned = 0.0
+        self._tick_failed = False
+
+    @property
+    def vanish_grace(self) -> float:
+        """Seconds a just-watched session may be missing from the list."""
+        return self.policy.vanish_grace
+
+    @vanish_grace.setter
+    def vanish_grace(self, value: float) -> None:
+        self.policy = replace(self.policy, vanish_grace=value)
 
     # -- public API ----------------------------------------------------------------------
 
@@ -97,8 +211,19 @@ class SessionTracker:
         state_dir: str | None = None,
         pending_timeout: float | None = None,
         runtime_limit: float | None = None,
+        enveloped: bool = True,
+        log_path: str | Path | None = None,
+        on_progress: ProgressHook | None = None,
     ) -> asyncio.Future[Outcome]:
-        """Start watching a session; the future resolves to its Outcome."""
+        """Start watching a session; the future resolves to its Outcome.
+
+        `enveloped`: the session runs through `canfar_core.launch.envelope` (the default,
+        and what both plugins do), so only its exit record is believed; a session that
+        ends without one is a failure. Pass False for a raw `cmd` session, whose
+        `Completed` phase then counts as success. `log_path`: without a `state_dir`, where
+        to stream the whole log when the session ends (only its tail is kept otherwise).
+        `on_progress`: a hook for this watch only (called after the tracker's own).
+        """
         existing = self._watches.get(session_id)
         if existing is not None:
             return existing.future
@@ -107,8 +232,19 @@ class SessionTracker:
         if session_id in self._outcomes:
             future.set_result(self._outcomes[session_id])
             return future
+        now = self.clock()
         self._watches[session_id] = _Watch(
-            session_id, name, state_dir, pending_timeout, runtime_limit, future
+            session_id,
+            name,
+            state_dir,
+            pending_timeout,
+            runtime_limit,
+            enveloped,
+            Path(log_path) if log_path is not None else None,
+            on_progress,
+            future,
+            watched_at=now,
+            phase_since=now,
         )
         self._ensure_running()
         self._poke()
@@ -131,7 +267,7 @@ class SessionTracker:
         """The last phase seen for a watched session."""
         watch = self._watches.get(session_id)
         if watch is not None:
-            return watch.phase
+            return watch.phase or Phase.PENDING
         done = self._outcomes.get(session_id)
         return done.phase if done else None
 
@@ -184,8 +320,13 @@ class SessionTracker:
             self._wake.clear()
             try:
                 changed = await self.tick()
-            except Exception:  # a bug here must not silently kill every watch
-                log.exception("Session tracker tick failed; continuing.")
+                self._tick_failed = False
+            except Exception as exc:  # a bug here must not silently kill every watch
+                if self._tick_failed:
+                    log.warning("Session tracker tick failed again (%s); continuing.", exc)
+                else:
+                    log.exception("Session tracker tick failed; continuing.")
+                self._tick_failed = True
                 changed = False
             self.interval = (
                 self.min_interval
@@ -196,19 +337,13 @@ class SessionTracker:
                 await asyncio.wait_for(self._wake.wait(), timeout=self._next_sleep())
 
     def _next_sleep(self) -> float:
-        """The interval, shortened so a pending or runtime deadline is checked on time."""
-        now = time.monotonic()
+        """The interval, shortened so that a deadline of some watch is checked on time."""
+        now = self.clock()
         sleep = self.interval
         for watch in self._watches.values():
-            limit = (
-                watch.pending_timeout
-                if watch.phase is Phase.PENDING
-                else watch.runtime_limit
-                if watch.phase is Phase.RUNNING
-                else None
-            )
-            if limit is not None:
-                sleep = min(sleep, max(0.05, watch.phase_since + limit - now + 0.05))
+            due = wake_at(watch.facts(), watch.records, self.policy)
+            if due is not None:
+                sleep = min(sleep, max(0.05, due - now + 0.05))
         return sleep
 
     async def tick(self) -> bool:
@@ -216,196 +351,325 @@ class SessionTracker:
         if not self._watches:
             return False
         self.ticks += 1
+        now = self.clock()
         try:
             listed = await self.client.list_sessions(type="headless")
         except CanfarError as exc:
-            self._note_outage(exc)
+            if is_refusal(exc):
+                self._refused(exc)
+                return True
+            self._note_outage(exc, now)
             return False
-        if self._outage_since is not None:
-            log.warning("Session list is readable again.")
-        self._outage_since = None
+        self._note_recovery(now)
         by_id = {s.id: s for s in listed}
         changed = False
         jobs = []
-        now = time.monotonic()
         for watch in list(self._watches.values()):
             if watch.resolving:
                 continue
             session = by_id.get(watch.session_id)
-            if session is None:
-                recent = now - watch.watched_at < self.vanish_grace
-                if recent and read_exit_file(watch.state_dir, watch.session_id) is None:
-                    continue
-                changed = True
-                jobs.append(self._guarded(watch, self._resolve_vanished(watch)))
-                continue
-            watch.session = session
-            phase = session.phase
-            if phase is not watch.phase:
-                changed = True
-                watch.phase, watch.phase_since = phase, now
-            if phase.is_terminal:
-                jobs.append(self._guarded(watch, self._resolve_finished(watch, session)))
-            elif (
-                phase is Phase.PENDING
-                and watch.pending_timeout is not None
-                and now - watch.phase_since >= watch.pending_timeout
-            ):
-                changed = True
-                jobs.append(self._guarded(watch, self._pending_too_long(watch)))
-            elif (
-                phase is Phase.RUNNING
-                and watch.runtime_limit is not None
-                and now - watch.phase_since >= watch.runtime_limit
-            ):
-                changed = True
-                jobs.append(
-                    self._guarded(
-                        watch,
-                        self._stop(
-                            watch,
-                            OutcomeKind.RUNTIME_EXCEEDED,
-                            f"stopped after exceeding its runtime limit of "
-                            f"{watch.runtime_limit:g} s",
-                            None,
-                        ),
-                    )
-                )
+            changed |= self._observe(watch, session, now)
+            if self._quiet(watch, session, now):
+                continue  # the verdict is WAIT with no I/O: skip the coroutine
+            jobs.append(self._guarded(watch, self._advance(watch, session)))
         if jobs:
-            await asyncio.gather(*jobs)
+            try:
+                results = await asyncio.gather(*jobs)
+            except _Refused as refused:
+                self._refused(refused.error)
+                return True
+            changed |= any(results)
         return changed
 
-    async def _guarded(self, watch: _Watch, job: Coroutine[Any, Any, object]) -> None:
-        """Run one resolution; if it fails, the watch is tried again on the next tick.
+    def _observe(self, watch: _Watch, session: Session | None, now: float) -> bool:
+        """Track the phase (and tell the hooks); True when it changed."""
+        if session is None:
+            return False
+        watch.session = session
+        phase = session.phase
+        if phase is watch.phase:
+            return False
+        previous, since = watch.phase, watch.phase_since
+        first_pending = previous is None and phase is Phase.PENDING
+        watch.phase = phase
+        watch.phase_since = watch.watched_at if first_pending else now
+        self._emit(
+            watch,
+            Progress(
+                kind=ProgressKind.PHASE,
+                session_id=watch.session_id,
+                name=watch.name or session.name,
+                phase=phase,
+                previous_phase=previous,
+                seconds_in_phase=now - watch.phase_since,
+                seconds_in_previous_phase=None if previous is None else now - since,
+            ),
+        )
+        return True
+
+    def _quiet(self, watch: _Watch, session: Session | None, now: float) -> bool:
+        """True when nothing needs reading or doing for this watch on this tick."""
+        if session is None or session.phase.is_terminal:
+            return False
+        if session.phase not in (Phase.PENDING, Phase.RUNNING):
+            return False  # Terminating/Unknown: the exit file is worth a look
+        verdict = decide(session, watch.facts(), watch.records, now, self.policy)
+        return verdict.need is None and not verdict.resolved
+
+    async def _advance(self, watch: _Watch, session: Session | None) -> bool:
+        """Decide, reading the records a verdict asks for; act when it resolves."""
+        verdict = Verdict()
+        for _ in range(_READS_PER_TICK + 1):
+            now = self.clock()
+            self._read_exit_file(watch, session)
+            verdict = decide(session, watch.facts(), watch.records, now, self.policy)
+            if verdict.need is Need.LOGS:
+                if not await self._read_logs(watch):
+                    return False  # try again on a later tick
+                continue
+            if verdict.need is Need.EVENTS:
+                await self._read_events(watch, session)
+                continue
+            break
+        if not verdict.resolved or verdict.need is not None:
+            return False
+        await self._conclude(watch, session, verdict)
+        return True
+
+    async def _guarded(self, watch: _Watch, job: Coroutine[Any, Any, bool]) -> bool:
+        """Run one watch's work; if it fails, the watch is tried again on the next tick.
 
         Without this, one unexpected error would leave the watch marked as resolving
-        and its waiter blocked forever.
+        and its waiter blocked forever. A refusal (401/403) goes up to the tick.
         """
         try:
-            await job
+            return await job
+        except _Refused:
+            raise
         except Exception as exc:
             log.warning("Resolving session %s failed (%s); retrying.", watch.session_id, exc)
             if watch.session_id in self._watches:
                 watch.resolving = False
                 watch.deleting = None
+            return False
 
-    def _note_outage(self, exc: CanfarError) -> None:
-        now = time.monotonic()
+    # -- records -------------------------------------------------------------------------
+
+    def _read_exit_file(self, watch: _Watch, session: Session | None) -> None:
+        if watch.state_dir is None or watch.records.exit_file is not None:
+            return
+        if session is not None and session.phase in (Phase.PENDING, Phase.RUNNING):
+            return
+        code = read_exit_file(watch.state_dir, watch.session_id)
+        if code is not None:
+            watch.records = replace(watch.records, exit_file=code)
+
+    async def _read_logs(self, watch: _Watch) -> bool:
+        """Read the ends of the log into the watch's records; False when that failed."""
+        try:
+            capture, file_exists = await self._capture_logs(watch)
+        except (CanfarError, OSError) as exc:  # OSError: the log_path cannot be written
+            if isinstance(exc, CanfarError) and is_refusal(exc):
+                raise _Refused(exc) from None
+            watch.records = with_log_failure(watch.records)
+            log.warning(
+                "Could not read the logs of session %s (attempt %d of %d): %s",
+                watch.session_id,
+                watch.records.log_failures,
+                self.policy.log_read_attempts,
+                exc,
+            )
+            return False
+        watch.capture = capture
+        watch.records = with_logs(
+            watch.records,
+            head=capture.head,
+            marker=parse_exit_marker(capture.tail, watch.session_id),
+            now=self.clock(),
+            file_exists=file_exists,
+        )
+        return True
+
+    async def _capture_logs(self, watch: _Watch) -> tuple[LogCapture, bool | None]:
+        """The log's ends: from the state dir's file when there is one, else the API."""
+        file_exists: bool | None = None
+        if watch.state_dir is not None:
+            path = Path(watch.state_dir) / f"{watch.session_id}.log"
+            found = await asyncio.to_thread(read_file, path, self.log_tail_bytes)
+            if found is not None:
+                return found, True
+            file_exists = False
+        try:
+            sink = TailBuffer(self.log_tail_bytes, path=watch.log_path)
+        except OSError as exc:
+            log.warning(
+                "Cannot save the log of session %s to %s (%s); keeping only its tail.",
+                watch.session_id,
+                watch.log_path,
+                exc,
+            )
+            sink = TailBuffer(self.log_tail_bytes)
+        try:
+            await self.client.stream_logs(watch.session_id, sink.write)
+        finally:
+            sink.close()
+        return sink.capture(), file_exists
+
+    async def _read_events(self, watch: _Watch, session: Session | None) -> None:
+        now = self.clock()
+        no_pod = False
+        table: str | None = None
+        self.events_reads += 1
+        try:
+            text = await self.client.events_table(watch.session_id)
+            table = None if text.strip() in ("", "<none>") else text.rstrip("\n")
+        except SessionNotFoundError:
+            no_pod = True
+        except CanfarError as exc:
+            if is_refusal(exc):
+                raise _Refused(exc) from None
+            log.warning("Could not read events of session %s: %s", watch.session_id, exc)
+        watch.records = with_events(watch.records, table, no_pod, now)
+        if session is not None and session.phase is Phase.PENDING:
+            self._report_reason(watch, session, now)
+
+    def _report_reason(self, watch: _Watch, session: Session, now: float) -> None:
+        """Tell the hooks why a Pending session waits, once and when the reason changes."""
+        diagnosis = diagnose(
+            Evidence(
+                phase=Phase.PENDING,
+                events=watch.records.events,
+                no_pod=watch.records.no_pod,
+                seconds_in_phase=now - watch.phase_since,
+            )
+        )
+        if diagnosis is None:
+            return
+        key = diagnosis.dedupe_key()
+        if key == watch.reason_key:
+            return
+        watch.reason_key = key
+        self._emit(
+            watch,
+            Progress(
+                kind=ProgressKind.REASON,
+                session_id=watch.session_id,
+                name=watch.name or session.name,
+                phase=Phase.PENDING,
+                previous_phase=None,
+                seconds_in_phase=now - watch.phase_since,
+                diagnosis=diagnosis,
+            ),
+        )
+
+    def _emit(self, watch: _Watch, progress: Progress) -> None:
+        for hook in (self.on_progress, watch.on_progress):
+            if hook is None:
+                continue
+            try:
+                hook(progress)
+            except Exception as exc:  # an engine's hook must not stop the tracker
+                log.warning("A progress hook failed (%s: %s); ignored.", type(exc).__name__, exc)
+
+    # -- outages and refusals ------------------------------------------------------------
+
+    def _note_outage(self, exc: CanfarError, now: float) -> None:
         if self._outage_since is None:
-            self._outage_since = now
+            self._outage_since = self._outage_warned = now
+            log.warning(
+                "Cannot list sessions (%s); keeping the last known state for up to %g s.",
+                exc,
+                self.outage_seconds,
+            )
         down = now - self._outage_since
-        log.warning("Cannot list sessions (%s); keeping the last known state (%.0f s).", exc, down)
+        if now - self._outage_warned >= OUTAGE_REMINDER_SECONDS:
+            self._outage_warned = now
+            log.warning("Still cannot list sessions after %.0f s (%s).", down, exc)
         if down >= self.outage_seconds:
             error = TrackerOutageError(
                 f"The session list has been unreadable for {down:.0f} s (limit "
                 f"{self.outage_seconds:g} s); last error: {exc}"
             )
             for watch in list(self._watches.values()):
-                self._finish(watch, OutcomeKind.LOST, str(error), None, "", None)
-                if not watch.future.done():
-                    watch.future.set_exception(error)
+                self._finish_lost(watch, OutcomeKind.LOST, error)
+
+    def _note_recovery(self, now: float) -> None:
+        if self._outage_since is not None:
+            log.warning(
+                "The session list is readable again after %.0f s.", now - self._outage_since
+            )
+        self._outage_since = None
+        self.refusal = None
+
+    def _refused(self, exc: CanfarError) -> None:
+        """Credentials refused mid-run: fail every watch now, naming what may still run."""
+        config = self.client.config
+        sentence = refusal_sentence(exc, where=where_of(config), source=config.source)
+        running = sorted(
+            w.session_id
+            for w in self._watches.values()
+            if not (w.phase is not None and w.phase.is_terminal)
+        )
+        still = ", ".join(running) if running else "none"
+        message = (
+            f"{sentence} Watching stopped; sessions that may still be running on CANFAR: {still}."
+        )
+        error = CredentialsRefusedError(message, sessions=running, cause=exc)
+        self.refusal = error
+        log.error("%s", message)
+        for watch in list(self._watches.values()):
+            self._finish_lost(watch, OutcomeKind.CREDENTIALS_REFUSED, error)
+
+    def _finish_lost(self, watch: _Watch, kind: OutcomeKind, error: CanfarError) -> None:
+        """Resolve a watch whose state is no longer known; its waiter gets `error`."""
+        self._finish(watch, kind, str(error), None, None)
+        if not watch.future.done():
+            watch.future.set_exception(error)
 
     # -- resolution ----------------------------------------------------------------------
 
-    async def _fetch_logs(self, watch: _Watch) -> str:
-        if watch.state_dir is not None:
-            path = f"{watch.state_dir}/{watch.session_id}.log"
-            with (
-                contextlib.suppress(OSError),
-                open(path, encoding="utf-8", errors="replace") as handle,
-            ):
-                return handle.read()
-        try:
-            return await self.client.logs(watch.session_id)
-        except CanfarError as exc:
-            log.warning("Could not read logs of session %s: %s", watch.session_id, exc)
-            return ""
-
-    async def _fetch_final_logs(self, watch: _Watch) -> str:
-        """The logs of a finished session, which carry its exit code.
-
-        A finished session stays listed for an hour, so when the logs cannot be read
-        (after the client's own retries) resolution waits for a later tick rather
-        than lose the exit code; after LOG_READ_TICKS failed ticks it goes on without.
-        """
-        if watch.state_dir is None:
-            try:
-                return await self.client.logs(watch.session_id)
-            except CanfarError as exc:
-                watch.log_failures += 1
-                if watch.log_failures < LOG_READ_TICKS:
-                    raise
-                log.warning("Could not read logs of session %s: %s", watch.session_id, exc)
-                return ""
-        return await self._fetch_logs(watch)
-
-    async def _resolve_finished(self, watch: _Watch, session: Session) -> None:
+    async def _conclude(self, watch: _Watch, session: Session | None, verdict: Verdict) -> None:
+        """Act on a verdict that resolves: keep the logs, delete if asked, resolve."""
+        assert verdict.kind is not None
+        if watch.deleting is not None or watch.session_id not in self._watches:
+            return  # cancelled meanwhile: that resolution stands
         watch.resolving = True
-        logs = await self._fetch_final_logs(watch)
-        code = read_exit_file(watch.state_dir, watch.session_id)
-        if code is None:
-            code = parse_exit_marker(logs)
-        kind, reason = classify_exit(code, session.phase, runtime_limit=watch.runtime_limit)
-        if kind is not OutcomeKind.SUCCEEDED and code is None and session.status_reason:
-            reason = f"{reason} (server status: {session.status})"
-        if code is None and session.phase is Phase.COMPLETED:
-            code = 0
-        events = await self._events(watch) if kind is not OutcomeKind.SUCCEEDED else None
-        self._finish(watch, kind, reason, code, logs, events)
-
-    async def _resolve_vanished(self, watch: _Watch) -> None:
-        watch.resolving = True
-        code = read_exit_file(watch.state_dir, watch.session_id)
-        logs = await self._fetch_logs(watch) if watch.state_dir else ""
-        if watch.deleting is not None:
+        if verdict.stop:
+            await self._stop(watch, verdict.kind, verdict.reason or "", verdict, verdict.events)
             return
-        if code is not None:
-            kind, reason = classify_exit(code, watch.phase, runtime_limit=watch.runtime_limit)
-            self._finish(watch, kind, reason, code, logs, None)
-            return
-        self._finish(
-            watch,
-            OutcomeKind.VANISHED,
-            "the session disappeared (deleted, or removed after its retention) without "
-            "recording an exit code",
-            None,
-            logs,
-            None,
-        )
+        if (session is not None or watch.state_dir is not None) and not self._logs_current(watch):
+            with contextlib.suppress(_Refused):
+                await self._read_logs(watch)
+        events = watch.records.events if verdict.events else None
+        self._finish(watch, verdict.kind, verdict.reason, verdict.exit_code, events)
 
-    async def _pending_too_long(self, watch: _Watch) -> None:
-        events = await self._events(watch)
-        shown = events or "(no events: the session was never scheduled; it is still queued)"
-        await self._stop(
-            watch,
-            OutcomeKind.PENDING_TIMEOUT,
-            f"still Pending after {watch.pending_timeout:g} s; events:\n{shown}",
-            events,
-        )
-
-    async def _events(self, watch: _Watch) -> str | None:
-        try:
-            table = await self.client.events_table(watch.session_id)
-        except SessionNotFoundError:
-            return None
-        except CanfarError as exc:
-            log.warning("Could not read events of session %s: %s", watch.session_id, exc)
-            return None
-        return None if table.strip() == "<none>" else table.rstrip("\n")
+    def _logs_current(self, watch: _Watch) -> bool:
+        read = watch.records.logs_read_at
+        return read is not None and read >= watch.phase_since
 
     async def _stop(
-        self, watch: _Watch, kind: OutcomeKind, reason: str, events: str | None
+        self,
+        watch: _Watch,
+        kind: OutcomeKind,
+        reason: str,
+        verdict: Verdict | None,
+        with_events: bool = False,
     ) -> Outcome:
         """Save the logs, delete the session, resolve it with `kind`."""
         watch.resolving = True
         watch.deleting = kind
-        logs = await self._fetch_logs(watch)
+        if not self._logs_current(watch):
+            with contextlib.suppress(_Refused):
+                await self._read_logs(watch)
         try:
             await self.client.delete(watch.session_id)
         except CanfarError as exc:
             log.warning("Could not delete session %s: %s", watch.session_id, exc)
         code = read_exit_file(watch.state_dir, watch.session_id)
-        return self._finish(watch, kind, reason, code, logs, events)
+        if verdict is not None and verdict.exit_code is not None:
+            code = verdict.exit_code
+        events = watch.records.events if with_events else None
+        return self._finish(watch, kind, reason, code, events)
 
     def _finish(
         self,
@@ -413,25 +677,53 @@ class SessionTracker:
         kind: OutcomeKind,
         reason: str | None,
         code: int | None,
-        logs: str,
         events: str | None,
     ) -> Outcome:
+        if watch.session_id not in self._watches and watch.session_id in self._outcomes:
+            return self._outcomes[watch.session_id]  # resolved once already
         session = watch.session
+        capture = watch.capture or LogCapture()
+        phase = watch.phase or Phase.UNKNOWN
+        records = watch.records
+        never_ran = (
+            watch.enveloped
+            and kind is OutcomeKind.FAILED
+            and code is None
+            and records.exit_code is None
+            and envelope_never_ran(records, phase) is not None
+        )
+        logs = capture.tail
+        evidence = Evidence(
+            phase=phase,
+            kind=kind,
+            exit_code=code,
+            reason=reason,
+            events=events,
+            no_pod=records.no_pod,
+            log_text=f"{capture.head}\n{logs}" if capture.truncated else logs,
+            seconds_in_phase=self.clock() - watch.phase_since,
+            never_ran=never_ran,
+        )
         outcome = Outcome(
             session_id=watch.session_id,
             name=watch.name or (session.name if session else None),
             kind=kind,
-            phase=watch.phase,
+            phase=phase,
             exit_code=code,
             reason=reason,
             logs=logs,
             events_table=events,
             start_time=session.start_time if session else None,
             image=session.image if session else None,
+            log_path=capture.path,
+            log_head=capture.head,
+            log_truncated=capture.truncated,
+            diagnosis=diagnose(evidence),
         )
         self._outcomes[watch.session_id] = outcome
         self._watches.pop(watch.session_id, None)
-        if not watch.future.done() and kind is not OutcomeKind.LOST:
+        lost = kind in (OutcomeKind.LOST, OutcomeKind.CREDENTIALS_REFUSED)
+        if not watch.future.done() and not lost:
             watch.future.set_result(outcome)
         log.debug("Session %s resolved: %s", watch.session_id, outcome.describe())
         return outcome

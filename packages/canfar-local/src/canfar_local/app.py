@@ -220,7 +220,7 @@ class PlatformApp:
             request[USER_KEY] = user
             if user in self.config.forbidden_users:
                 raise Forbidden("Not authorized to use the skaha system")
-            params = await read_params(request)
+            params = await read_params(request, self.config.max_form_bytes)
             response = await self.action(request, route, params, user)
         except PlatformHTTPError as exc:
             response = plain(exc.body(), exc.status)

@@ -58,6 +58,14 @@ class TokenRegistry:
             self._persist()
             return token
 
+    def revoke(self, token: str) -> bool:
+        """Forget a token (as an identity provider revokes one); True if it was known."""
+        with self._lock:
+            if self._tokens.pop(token, None) is None:
+                return False
+            self._persist()
+            return True
+
     def user_for(self, token: str) -> str | None:
         """The user a token belongs to, compared in constant time."""
         with self._lock:

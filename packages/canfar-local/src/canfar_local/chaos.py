@@ -10,6 +10,13 @@ each request to ``upstream``, except that, at the configured rates, it
   response is lost: the classic ambiguous create);
 - holds the request for a latency spike before forwarding it.
 
+Besides the random faults, two deliberate distortions of what the server says:
+``corrupt_list(kind, count)`` damages the next session-list answers (an ``html`` error
+page with status 200, a ``truncated`` body, an ``empty`` one, or ``odd-items``: foreign
+items without an id and timestamps in other formats mixed into the real list), and
+``hold_phase(session_id, status)`` makes a session's status read ``Terminating`` (or
+whatever is given) in every list and lookup, as a pod stuck terminating would.
+
 Unlike the platform's own one-shot faults (``LocalPlatform.inject_fault``), these are
 random and continuous, the way a shared platform misbehaves over a night, and they work
 in front of any server.  Draws come from a seeded generator so a failing run can be
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import socket
 import struct
@@ -53,6 +61,18 @@ _HOP_BY_HOP = frozenset(
     }
 )
 FAULT_KINDS = ("server_error", "unavailable", "reset_before", "reset_after", "latency")
+CORRUPTIONS = ("html", "truncated", "empty", "odd-items")
+HTML_PAGE = (
+    b"<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head>\n"
+    b"<body><h1>Bad Gateway</h1><p>The proxy server received an invalid response "
+    b"from an upstream server.</p></body></html>\n"
+)
+# Items a list may carry that are not sessions as this client knows them.
+ODD_ITEMS: tuple[dict[str, object], ...] = (
+    {"kind": "Status", "apiVersion": "v1", "message": "not a session"},
+    {"id": "oddepoch1", "status": "Running", "type": "headless", "startTime": 1767225600},
+    {"id": "oddformat", "status": "Pending", "type": "headless", "startTime": "07/01/2026 12:00"},
+)
 
 
 @dataclass(frozen=True)
@@ -150,6 +170,8 @@ class ChaosProxy:
         # Open client connections: stop() ends them before the loop closes, so no task
         # is destroyed while pending (Python 3.11's wait_closed does not wait for them).
         self._connections: set[asyncio.Task[None]] = set()
+        self._corruption: tuple[str, int | None] | None = None
+        self._held: dict[str, str] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -241,6 +263,68 @@ class ChaosProxy:
             self._rates = rates
             if rates.seed is not None:
                 self._random = random.Random(rates.seed)
+
+    def corrupt_list(self, kind: str, count: int | None = 1) -> None:
+        """Damage the next `count` session-list answers (None: until `calm_list`).
+
+        `kind` is one of ``html`` (an error page with status 200), ``truncated`` (the
+        JSON cut in half), ``empty`` (no body) or ``odd-items`` (foreign items and
+        timestamps in other formats mixed in, the real sessions kept, the first one's
+        `startTime` turned into an epoch number).
+        """
+        if kind not in CORRUPTIONS:
+            raise PlatformError(f"kind={kind!r} is not allowed: one of {', '.join(CORRUPTIONS)}.")
+        if count is not None and count < 1:
+            raise PlatformError(f"count={count!r} is not allowed: at least 1, or None.")
+        with self._lock:
+            self._corruption = (kind, count)
+
+    def calm_list(self) -> None:
+        """Stop damaging list answers."""
+        with self._lock:
+            self._corruption = None
+
+    def hold_phase(self, session_id: str, status: str | None = "Terminating") -> None:
+        """Show `status` for a session in every answer from now on (None: stop)."""
+        with self._lock:
+            if status is None:
+                self._held.pop(session_id, None)
+            else:
+                self._held[session_id] = status
+
+    def _rewrite(
+        self, request: _Request, status: int, headers: list[tuple[str, str]], body: bytes
+    ) -> tuple[list[tuple[str, str]], bytes]:
+        """Apply the deliberate distortions to one forwarded answer."""
+        parts = urlsplit(request.target)
+        path = parts.path.rstrip("/")
+        listing = request.method == "GET" and path.endswith("/v1/session")
+        listing = listing and "view=" not in parts.query
+        lookup = request.method == "GET" and "/v1/session/" in path and not parts.query
+        with self._lock:
+            held = dict(self._held)
+            corruption = self._corruption
+            if listing and corruption is not None and status == 200:
+                kind, left = corruption
+                if left is not None:
+                    left -= 1
+                self._corruption = (kind, left) if left is None or left > 0 else None
+                self._counts[f"corrupt {kind}"] += 1
+            else:
+                corruption = None
+        if held and status == 200 and (listing or lookup):
+            body = _hold(body, held)
+        if corruption is None:
+            return headers, body
+        kind = corruption[0]
+        if kind == "html":
+            kept = [(k, v) for k, v in headers if k.lower() != "content-type"]
+            return [*kept, ("Content-Type", "text/html")], HTML_PAGE
+        if kind == "truncated":
+            return headers, body[: len(body) // 2]
+        if kind == "empty":
+            return headers, b""
+        return headers, _odd_items(body)
 
     def counts(self) -> dict[str, int]:
         """``requests``, ``forwarded``, each fault kind, and ``<kind> <METHOD>`` breakdowns."""
@@ -337,6 +421,7 @@ class ChaosProxy:
         if fault == "reset_after":
             _reset(writer)
             return False
+        headers, body = self._rewrite(request, status, headers, body)
         writer.write(_response_bytes(status, headers, body, keep_alive=keep))
         await writer.drain()
         return True
@@ -396,6 +481,33 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
             return bytes(body)
         body += await reader.readexactly(size)
         await reader.readexactly(2)
+
+
+def _hold(body: bytes, held: dict[str, str]) -> bytes:
+    """Rewrite the status of held sessions in a list or lookup answer."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body
+    items = data if isinstance(data, list) else [data]
+    for item in items:
+        if isinstance(item, dict) and item.get("id") in held:
+            item["status"] = held[str(item["id"])]
+    return json.dumps(data, indent=2).encode()
+
+
+def _odd_items(body: bytes) -> bytes:
+    """The list with foreign items mixed in and the first session's startTime an epoch."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(data, list):
+        return body
+    if data and isinstance(data[0], dict) and "startTime" in data[0]:
+        data[0]["startTime"] = 1767225600
+    mixed = [ODD_ITEMS[0], *data[:1], ODD_ITEMS[1], *data[1:], ODD_ITEMS[2]]
+    return json.dumps(mixed, indent=2).encode()
 
 
 def _response_bytes(

@@ -125,6 +125,16 @@ class PlatformConfig:
     # Images whose pull fails (a missing tag): admitted sessions stay Pending with the
     # kubelet's ErrImagePull/BackOff events until deleted or their deadline passes.
     unpullable_images: tuple[str, ...] = ()
+    # What an image contains, as the PATH its sessions run with (instead of the host's):
+    # map an image to a directory of a few tools and its sessions lack the rest, as a
+    # slim image without `base64` would. A session's own PATH in `env` still wins.
+    image_paths: Mapping[str, str] = field(default_factory=dict)
+
+    # Size limits on the way in (reference §7): Tomcat's form body (past it every
+    # parameter is dropped: 400 "Missing parameter 'image'"), and the Kubernetes object
+    # the Job becomes (past it the create fails: 500 "request is too large").
+    max_form_bytes: int = 2 * 1024 * 1024
+    max_object_bytes: int = 1536 * 1024
 
     # TLS (client-certificate CN -> user).
     tls_cert: Path | None = None

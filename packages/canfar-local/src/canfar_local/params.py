@@ -38,12 +38,21 @@ class Params:
         return isinstance(name, str) and name.lower() in self._values
 
 
-async def read_params(request: web.Request) -> Params:
-    """Collect a request's parameters with cadc-rest's rules."""
+async def read_params(request: web.Request, max_form_bytes: int | None = None) -> Params:
+    """Collect a request's parameters with cadc-rest's rules.
+
+    A form body over `max_form_bytes` (Tomcat's maxPostSize) yields no parameters at all,
+    which is how the real server comes to answer `Missing parameter 'image'`.
+    """
     pairs: list[tuple[str, str]] = list(request.query.items())
     if request.method in ("GET", "HEAD", "DELETE"):
         return Params(pairs)
     content_type = (request.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+    length = request.content_length
+    too_big = max_form_bytes is not None and length is not None and length > max_form_bytes
+    if too_big and (content_type == URLENCODED or content_type.startswith(MULTIPART)):
+        await request.read()  # drain the body, as Tomcat swallows it
+        return Params()
     if content_type == URLENCODED:
         form = await request.post()
         pairs.extend((k, v) for k, v in form.items() if isinstance(v, str))

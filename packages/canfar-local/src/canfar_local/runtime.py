@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .supervisor import process_tree
+
 SUPERVISOR_SCRIPT = Path(__file__).resolve().with_name("supervisor.py")
 
 
@@ -91,6 +93,16 @@ def signal_process(pid: int | None, ticks: int | None, sig: int) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     return True
+
+
+def kill_tree(pid: int | None, ticks: int | None) -> None:
+    """SIGKILL a process and everything below it (a node lost with all it ran)."""
+    if not is_alive(pid, ticks):
+        return
+    assert pid is not None
+    for victim in [*process_tree(pid)[1:], pid]:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(victim, signal.SIGKILL)
 
 
 def kill_group(pgid: int | None, ticks: int | None) -> None:

@@ -335,6 +335,20 @@ class LocalPlatform:
         """
         return read_creation_journal(self.root)
 
+    def hold_phase(self, session_id: str, status: str, *, kill: bool = False) -> None:
+        """Make a session show `status` (e.g. `Terminating`, `Unknown`) from now on.
+
+        See `SessionManager.hold`: with `kill` its processes die first, as on a lost node.
+        """
+        assert self._manager is not None
+        manager = self._manager
+        self._call(lambda: manager.hold(session_id, status, kill=kill))
+
+    def revoke_token(self, token: str) -> bool:
+        """Revoke a bearer token: requests carrying it get 401 from now on."""
+        assert self.tokens is not None
+        return self.tokens.revoke(token)
+
     def session_state(self, session_id: str) -> dict[str, Any] | None:
         """Internal state of a session (phase, exit code, reason), for tests."""
         return self._call(lambda: self._state(session_id))

@@ -42,6 +42,7 @@ GIB = 1024**3
 _FIRST = string.ascii_lowercase
 _REST = string.ascii_lowercase + string.digits
 LIVENESS_SECONDS = 1.0
+JOB_TEMPLATE_BYTES = 6 * 1024  # what the Job's YAML holds besides cmd, args and env
 CREATION_JOURNAL = "created.log"
 
 
@@ -177,6 +178,14 @@ class SessionManager:
                 "label must consist of lower case alphanumeric characters or '-', and must "
                 "start and end with an alphanumeric character"
             )
+        size = sum(len(k.encode()) + len(v.encode()) + 2 for k, v in env.items())
+        size += sum(len(a.encode()) + 1 for a in argv) + JOB_TEMPLATE_BYTES
+        if size > self.config.max_object_bytes:
+            raise UnexpectedError(
+                "java.io.IOException: Error executing command: [kubectl, create, -f, "
+                f"/tmp/job.yaml] Error from server: etcdserver: request is too large "
+                f"({size} bytes, limit {self.config.max_object_bytes})"
+            )
         record.argv = argv
         record.env = env
         self.inject_proxy(user)
@@ -224,11 +233,15 @@ class SessionManager:
             self._launch(record)
 
     def _process_env(self, record: SessionRecord) -> dict[str, str]:
-        """The host's small base environment, the pod hostname, then the container env."""
+        """The host's small base environment (the image's PATH, when it has one), the pod
+        hostname, then the container env."""
         env = {k: os.environ[k] for k in self.config.base_env_keys if k in os.environ}
         if self.session_bundle is not None:
             # The image's trust store: the user's own env entries may still override it.
             env["SSL_CERT_FILE"] = str(self.session_bundle)
+        image_path = self.config.image_paths.get(record.image)
+        if image_path is not None:
+            env["PATH"] = image_path
         env["HOSTNAME"] = record.name
         env.update(record.env)
         return env
@@ -410,6 +423,24 @@ class SessionManager:
         else:
             self._forget(record)
         self.schedule()
+
+    def hold(self, session_id: str, status: str, *, kill: bool = False) -> None:
+        """Show `status` for a session from now on, whatever its lifecycle does.
+
+        A pod stuck `Terminating` after its command ended, or a node lost mid-run
+        (`Unknown`): the Job never reaches a final state. With `kill`, the session's
+        processes are SIGKILLed first, as a lost node takes them, so nothing it runs can
+        record an exit code.
+        """
+        record = self.store.get(session_id)
+        if record is None or record.phase == DELETED:
+            raise KeyError(f"no session {session_id}")
+        if kill and record.phase in (LAUNCHED, RUNNING):
+            self._learn_child(record)
+            runtime.kill_tree(record.supervisor_pid, record.supervisor_ticks)
+            runtime.kill_group(record.child_pid, record.child_ticks)
+        record.held_status = status
+        self.store.save(record)
 
     def renew(self, user: str, session_id: str, principal: str) -> None:
         """Extend an active session's deadline to now + the session expiry when shorter."""

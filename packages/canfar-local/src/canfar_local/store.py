@@ -54,12 +54,17 @@ class SessionRecord:
     supervisor_ticks: int | None = None
     child_pid: int | None = None
     child_ticks: int | None = None
+    # A status the platform was told to show whatever happens (a pod stuck Terminating,
+    # a lost node's Unknown); None shows the status derived from the lifecycle.
+    held_status: str | None = None
     ram_in_use: int | None = field(default=None, metadata={"transient": True})
     cpu_in_use: float | None = field(default=None, metadata={"transient": True})
 
     @property
     def status(self) -> str:
         """The Skaha status string (SessionBuilder.withStatus on the Job counters)."""
+        if self.held_status:
+            return self.held_status
         if self.phase == RUNNING:
             return "Running"
         if self.phase == FINISHED:

@@ -203,6 +203,21 @@ class Supervisor:
             if pid == 0:
                 return
 
+    def kill_everything(self, pgid: int, timeout: float = 10.0) -> None:
+        """SIGKILL every descendant until none is left, as a container's end does.
+
+        One pass is not enough: a process whose parent is being killed is re-parented to
+        this subreaper only once that parent is gone, so a single walk of the tree can
+        miss it (a command under `setsid`, whose shell died in the same instant).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            self.signal_all(pgid, signal.SIGKILL)
+            self.reap_orphans()
+            if len(process_tree(os.getpid())) <= 1 or time.monotonic() >= deadline:
+                return
+            time.sleep(0.01)
+
     def wait_child(self, timeout: float) -> int | None:
         """Wait up to `timeout` seconds for the command; its exit status or None."""
         assert self.child is not None
@@ -327,8 +342,7 @@ class Supervisor:
         os.close(pidfd)
         # The container is gone: nothing it started may outlive it.
         code = child.returncode if child.returncode is not None else child.wait()
-        self.signal_all(pgid, signal.SIGKILL)
-        self.reap_orphans()
+        self.kill_everything(pgid)
         exit_code = 128 - code if code < 0 else code
         if reason == "OOMKilled":
             exit_code = 137

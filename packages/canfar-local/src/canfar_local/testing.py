@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -84,6 +85,23 @@ def processes_mentioning(text: str) -> list[int]:
         if needle in cmdline and state not in (b"Z", b"X"):
             found.append(int(entry))
     return found
+
+
+def image_path(directory: Path, tools: Iterable[str]) -> str:
+    """A PATH for `PlatformConfig.image_paths`: a directory holding only `tools`.
+
+    Each tool is a symlink to the host's program of that name, so a session "in the
+    image" finds those and nothing else (an image without `base64`, say).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    for tool in tools:
+        found = shutil.which(tool)
+        if found is None:
+            raise FileNotFoundError(f"the host has no {tool!r} to put in the image")
+        link = directory / tool
+        if not link.exists():
+            link.symlink_to(found)
+    return str(directory)
 
 
 def skaha_client(platform: LocalPlatform, token: str | None = None, **kwargs: Any) -> httpx.Client:

@@ -11,6 +11,7 @@ runs whose engine did not finish, and it must be the most truthful one available
 | killed with SIGKILL / over its `ram`     | 137                                       |
 | Failed without a recorded exit code      | 1, the reason logged                      |
 | Pending past `pending_timeout_seconds`   | 125 if the image cannot be pulled, else 1 |
+| an image pull failing over its window    | 125 (the session is deleted)              |
 | past `job_timeout_seconds`               | 124 (the session is deleted)              |
 | deleted by this worker (cancellation)    | 143                                       |
 | vanished without an exit code            | -1, the reason logged                     |
@@ -20,16 +21,15 @@ runs whose engine did not finish, and it must be the most truthful one available
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 
+from canfar_core.diagnosis import DiagnosisCategory, diagnose_outcome
 from canfar_core.outcome import OOM_EXIT_CODE, TIMEOUT_EXIT_CODE, Outcome, OutcomeKind
 
 UNKNOWN_FAILURE = 1
 IMAGE_FAILURE = 125
 CANCELLED = 143
 VANISHED = -1
-_IMAGE_PULL = re.compile(r"ErrImagePull|ImagePullBackOff|InvalidImageName|Failed to pull", re.I)
 
 
 @dataclass(frozen=True)
@@ -82,9 +82,23 @@ def report(
             ],
             forward_output=True,
         )
+    if kind is OutcomeKind.IMAGE_PULL_FAILED:
+        shown = outcome.events_table or "(no events)"
+        return Report(
+            IMAGE_FAILURE,
+            logging.ERROR,
+            [
+                f"{session} could not pull its image and was deleted ({outcome.reason}); check "
+                "its name and tag, and registry_credentials for a private image.",
+                f"Events of {session}:\n{shown}",
+            ],
+            forward_output=False,
+        )
     if kind is OutcomeKind.PENDING_TIMEOUT:
         events = outcome.events_table
-        status = IMAGE_FAILURE if events and _IMAGE_PULL.search(events) else UNKNOWN_FAILURE
+        diagnosis = diagnose_outcome(outcome)
+        pull = diagnosis is not None and diagnosis.category is DiagnosisCategory.IMAGE_PULL
+        status = IMAGE_FAILURE if pull else UNKNOWN_FAILURE
         limit = f"{pending_timeout:g} s" if pending_timeout is not None else "its limit"
         advice = (
             "the image could not be pulled: check its name and tag, and registry_credentials "

@@ -279,7 +279,9 @@ class CanfarWorker(
         finally:
             if streamer is not None:
                 with contextlib.suppress(Exception):
-                    await streamer.stop(outcome.logs if outcome is not None else None)
+                    # The outcome's logs are the tail: whole only when not truncated.
+                    whole = outcome is not None and not outcome.log_truncated
+                    await streamer.stop(outcome.logs if whole else None)
             backend.tracker.forget(session_id)
 
     async def _conclude(

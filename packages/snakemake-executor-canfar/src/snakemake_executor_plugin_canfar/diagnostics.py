@@ -3,36 +3,28 @@
 Each message names the session, its image and request, the exit code and a plain
 reason. The session's exit code is the in-session Snakemake's, which is 1 for any rule
 failure; the rule's own exit code is recovered from Snakemake's "returned non-zero
-exit status N" line so that `exit 3` in a rule is reported as exit code 3.
+exit status N" line so that `exit 3` in a rule is reported as exit code 3. What went
+wrong (out of memory, an image that cannot be pulled, ...) is canfar_core's diagnosis,
+the same one the Prefect integration words its messages from.
 """
 
 from __future__ import annotations
 
-import re
-
-from canfar_core.outcome import OOM_EXIT_CODE, Outcome, OutcomeKind
+from canfar_core.diagnosis import DiagnosisCategory, child_exit_code, diagnose_outcome
+from canfar_core.outcome import Outcome, OutcomeKind
 
 from snakemake_executor_plugin_canfar.resources import SessionRequest
-
-_COMMAND_EXIT = re.compile(r"returned non-zero exit status (-?\d+)")
-_OOM_EVENT = re.compile(r"OOMKill|out of memory|OutOfMemory", re.IGNORECASE)
-_KILLED_BY_SIGKILL = (OOM_EXIT_CODE, -9)
-_DIED_OF_SIGKILL = "died with <Signals.SIGKILL"
 
 
 def command_exit_code(log_text: str) -> int | None:
     """The exit status of the rule's command, from the session Snakemake's last error."""
-    found = _COMMAND_EXIT.findall(log_text)
-    return int(found[-1]) if found else None
+    return child_exit_code(log_text)
 
 
 def looks_out_of_memory(outcome: Outcome) -> bool:
     """True when the session (or the rule's command inside it) was killed for memory."""
-    if outcome.kind is OutcomeKind.OUT_OF_MEMORY or outcome.exit_code == OOM_EXIT_CODE:
-        return True
-    if command_exit_code(outcome.logs) in _KILLED_BY_SIGKILL or _DIED_OF_SIGKILL in outcome.logs:
-        return True
-    return bool(outcome.events_table and _OOM_EVENT.search(outcome.events_table))
+    found = diagnose_outcome(outcome)
+    return found is not None and found.category is DiagnosisCategory.OUT_OF_MEMORY
 
 
 def _software_hint(outcome: Outcome) -> str | None:
@@ -98,6 +90,13 @@ def failure_message(
         body = (
             f"was still Pending after {waited} and was deleted "
             f"(--canfar-pending-timeout). Session events:\n{events}\n"
+        )
+        return f"{head} {body}"
+    if kind is OutcomeKind.IMAGE_PULL_FAILED:
+        body = (
+            f"could not pull its image and was deleted ({outcome.reason}); check the image's "
+            "name and tag. Session events:\n"
+            f"{outcome.events_table or '(none)'}\n"
         )
         return f"{head} {body}"
     if kind is OutcomeKind.RUNTIME_EXCEEDED or (code == 124 and request.runtime_minutes):

@@ -38,8 +38,10 @@ def save_job_log(outcome: Outcome, *, state_dir: Path, dest: Path) -> Path | Non
         dest.parent.mkdir(parents=True, exist_ok=True)
         if source.is_file():
             shutil.move(source, dest)
+        elif outcome.log_path is not None and outcome.log_path.is_file():
+            shutil.move(outcome.log_path, dest)
         else:
-            dest.write_text(outcome.logs, encoding="utf-8")
+            dest.write_text(outcome.logs, encoding="utf-8")  # the tail the tracker kept
         if not outcome.success and outcome.events_table:
             with open(dest, "a", encoding="utf-8") as handle:
                 handle.write(EVENTS_HEADER + outcome.events_table.rstrip("\n") + "\n")

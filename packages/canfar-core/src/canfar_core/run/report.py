@@ -86,7 +86,7 @@ class Verdict:
 def recorded_exit(outcome: Outcome, state_dir: str | None) -> int | None:
     """The exit code the envelope recorded: its exit file, else its final log line."""
     code = read_exit_file(state_dir, outcome.session_id)
-    return code if code is not None else parse_exit_marker(outcome.logs)
+    return code if code is not None else parse_exit_marker(outcome.logs, outcome.session_id)
 
 
 @dataclass(frozen=True)
