@@ -416,11 +416,19 @@ def test_held_phases_and_a_lost_node(platform: LocalPlatform, client: httpx.Clie
     assert status_of(client, ended) == "Terminating"
     assert client.get("/session").json()[0]["status"] == "Terminating"
     running = create(client, cmd="sleep", args="60")
-    wait_for(lambda: status_of(client, running) == "Running", what="Running")
-    child = wait_for(lambda: platform.session_state(running)["child_pid"], what="a child pid")
+    wait_for(lambda: status_of(client, running) == "Running", timeout=60, what="Running")
+    child = wait_for(
+        lambda: platform.session_state(running)["child_pid"], timeout=60, what="a child pid"
+    )
     platform.hold_phase(running, "Unknown", kill=True)
-    wait_for(lambda: not os.path.exists(f"/proc/{child}/stat"), what="the lost node's processes")
-    wait_for(lambda: platform.session_state(running)["phase"] == "finished", what="its end")
+    wait_for(
+        lambda: not os.path.exists(f"/proc/{child}/stat"),
+        timeout=60,
+        what="the lost node's processes",
+    )
+    wait_for(
+        lambda: platform.session_state(running)["phase"] == "finished", timeout=60, what="its end"
+    )
     assert status_of(client, running) == "Unknown", "the status stays held"
     assert platform.session_state(running)["exit_code"] is None, "nothing recorded an exit"
 
