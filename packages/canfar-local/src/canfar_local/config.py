@@ -114,6 +114,11 @@ class PlatformConfig:
     # kubelet's ErrImagePull/BackOff events until deleted or their deadline passes.
     unpullable_images: tuple[str, ...] = ()
 
+    # CANFAR's scheduling and image start: seconds between a session's admission (when it
+    # gets its startTime) and its command starting. The session is Pending meanwhile, as a
+    # pod is while its image is pulled and its container created; a delete cancels it.
+    start_delay_seconds: float = 0.0
+
     # TLS (client-certificate CN -> user).
     tls_cert: Path | None = None
     tls_key: Path | None = None
