@@ -180,6 +180,7 @@ class CanfarCluster(SpecCluster):
         self._start_failures = 0
         self._halted: str | None = None
         self._worker_count = 0
+        self.worker_failures: list[tuple[str, Outcome]] = []
         security = cluster_security()
         host = scheduler_host or address_facing(base_url)
         if place == "local":
@@ -242,6 +243,10 @@ class CanfarCluster(SpecCluster):
     def session_ids(self) -> list[str]:
         """The cluster's sessions that exist now (scheduler session included)."""
         return list(self._sessions.live)
+
+    def session_phases(self) -> dict[str, str]:
+        """The last phase the tracker saw of each session that exists now (id -> phase)."""
+        return {sid: self._sessions.phase_of(sid) for sid in self._sessions.live}
 
     # -- scaling -------------------------------------------------------------------------
 
@@ -334,6 +339,7 @@ class CanfarCluster(SpecCluster):
         if self.status in (Status.closing, Status.closed):
             return
         name = worker.name
+        self.worker_failures.append((name, outcome))
         if self.workers.get(name) is worker:
             del self.workers[name]
         if name not in self.worker_spec:
