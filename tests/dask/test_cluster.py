@@ -135,3 +135,18 @@ def test_a_killed_worker_session_is_reported_and_its_tasks_rerun(
         )
         client.wait_for_workers(2, timeout=60)
     assert listed(platform) == []
+
+
+def test_the_scheduler_can_run_in_a_session_of_its_own(platform, cluster_kwargs) -> None:
+    with (
+        CanfarCluster(**cluster_kwargs, scheduler="session", n_workers=1) as cluster,
+        Client(cluster) as client,
+    ):
+        client.wait_for_workers(1, timeout=90)
+        assert client.submit(square, 6).result(timeout=60) == 36
+        names = sorted(s["name"] for s in live(platform, cluster.name))
+        assert names == [f"{cluster.name}-0", f"{cluster.name}-scheduler"]
+        assert cluster.scheduler_address.startswith("tls://")
+        with pytest.raises(OSError):
+            Client(cluster.scheduler_address, security=Security.temporary(), timeout="3s")
+    assert listed(platform) == []

@@ -65,7 +65,7 @@ def check(args: argparse.Namespace) -> int:
         deadline = started + args.timeout
         while time.monotonic() < deadline:
             if cluster.worker_failures:
-                name, outcome = cluster.worker_failures[-1]
+                _, outcome = cluster.worker_failures[-1]
                 print(
                     f"FAILED: the worker session ended before it ran a task: CANFAR "
                     f"{outcome.describe()}.\nLast lines of its output:\n{outcome.log_tail(20)}"

@@ -51,7 +51,7 @@ from canfar_core.dask.options import (
 )
 from canfar_core.dask.scheduler import SchedulerSession
 from canfar_core.dask.sessions import ClusterSessions
-from canfar_core.dask.worker import CanfarWorker
+from canfar_core.dask.worker import RETIRE_GRACE_SECONDS, CanfarWorker
 from canfar_core.errors import SpecError
 from canfar_core.models import SessionSpec
 from canfar_core.names import unique_name
@@ -348,11 +348,12 @@ class CanfarCluster(SpecCluster):
         if name not in self._connected:
             self._start_failures += 1
         if self._start_failures >= MAX_START_FAILURES:
+            plan = self.worker_plan
             self._halted = (
                 f"{self._start_failures} worker sessions in a row ended before their Dask "
                 f"worker connected to the scheduler (the last: {outcome.reason or 'no reason'})"
-                f"; check that {self.worker_plan.image} has `{self.worker_plan.python}` with `distributed` "
-                f"and that sessions can reach {self.scheduler_address} "
+                f"; check that {plan.image} has `{plan.python}` with `distributed` and that "
+                f"sessions can reach {self.scheduler_address} "
                 "(`python -m canfar_core.dask check`)"
             )
             log.error("Not starting more workers: %s.", self._halted)
@@ -371,12 +372,43 @@ class CanfarCluster(SpecCluster):
     # -- closing -------------------------------------------------------------------------
 
     async def _close(self) -> None:
-        """Close as SpecCluster does, then delete whatever session is left, and the files."""
+        """Let the workers exit, close as SpecCluster does, delete what is left."""
         try:
+            if self.status == Status.running:
+                await self._let_workers_exit()
             await super()._close()
         finally:
             await self._sessions.aclose()
             shutil.rmtree(self.directory, ignore_errors=True)
+
+    async def _let_workers_exit(self) -> None:
+        """Ask the connected workers to close, and give their sessions time to end.
+
+        SpecCluster closes workers by deleting them (here: their sessions) before it
+        stops the scheduler; a worker told to close by the scheduler instead exits on
+        its own and flushes what it buffers (Prefect task logs), then its session is
+        deleted all the same. Bounded by RETIRE_GRACE_SECONDS.
+        """
+        connected = {str(w.get("name")): a for a, w in self.scheduler_info["workers"].items()}
+        workers = [w for name, w in self.workers.items() if name in connected]
+        if not workers:
+            return
+        try:
+            if isinstance(self.scheduler, Scheduler):
+                for name in connected:
+                    self.scheduler.close_worker(connected[name])
+            else:
+                await asyncio.wait_for(
+                    self.scheduler_comm.retire_workers(
+                        names=list(connected), close_workers=True, remove=False
+                    ),
+                    RETIRE_GRACE_SECONDS,
+                )
+        except Exception as exc:  # the delete that follows stops them regardless
+            log.debug("Could not ask the workers to close: %s", exc)
+        await asyncio.gather(
+            *(w.exited(RETIRE_GRACE_SECONDS) for w in workers if isinstance(w, CanfarWorker))
+        )
 
 
 def default_shared_dir() -> Path:

@@ -179,9 +179,22 @@ class CanfarWorker(ProcessInterface):
                 cluster.scheduler_comm.retire_workers(names=[self.name], close_workers=True),
                 RETIRE_GRACE_SECONDS,
             )
-        deadline = time.monotonic() + RETIRE_GRACE_SECONDS
-        state_dir = self.sessions.state_dir
-        while time.monotonic() < deadline and self.outcome is None:
-            if read_exit_file(state_dir, self.session_id) is not None:
-                return
-            await asyncio.sleep(0.2)
+        await self.exited(RETIRE_GRACE_SECONDS)
+
+    async def exited(self, timeout: float) -> bool:
+        """Wait up to `timeout` s for the session's command to end on its own.
+
+        A worker that exits by itself (closed by the scheduler) flushes what it buffers,
+        such as Prefect's task logs, which a delete (SIGTERM, then SIGKILL) may cut off.
+        The envelope's exit file says so at once, without waiting for a list tick.
+        """
+        if self.session_id is None:
+            return True
+        deadline = time.monotonic() + timeout
+        while self.outcome is None:
+            if read_exit_file(self.sessions.state_dir, self.session_id) is not None:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.1)
+        return True
