@@ -257,8 +257,14 @@ class ServedPlatform:
     log: Path
 
     @classmethod
-    def start(cls, root: Path, *, cores: float, ram_gib: float) -> ServedPlatform:
-        """Serve on a free loopback port with the capacity the benchmark needs."""
+    def start(
+        cls, root: Path, *, cores: float, ram_gib: float, start_delay: float = 0.0
+    ) -> ServedPlatform:
+        """Serve on a free loopback port with the capacity the benchmark needs.
+
+        `start_delay`: seconds each session stays Pending after admission before its
+        command starts (CANFAR's scheduling and image start; `--start-delay`).
+        """
         root.mkdir(parents=True, exist_ok=True)
         cli = Path(VENV_BIN) / "canfar-local"
         command = [str(cli)] if cli.exists() else [PYTHON, "-m", "canfar_local.cli"]
@@ -277,6 +283,8 @@ class ServedPlatform:
                     "--ram",
                     str(ram_gib),
                     "--kill-on-exit",
+                    "--start-delay",
+                    str(start_delay),
                 ],
                 stdout=subprocess.PIPE,
                 stderr=errors,

@@ -1,27 +1,25 @@
-"""prefect-dask's DaskTaskRunner on a CanfarCluster: a real Prefect server, real sessions."""
+"""prefect-dask's DaskTaskRunner on a CanfarCluster, through the reduction example's
+Dask variant: a real Prefect server, real worker sessions on the embedded platform.
+
+One flow proves what a Prefect user checks: it completes with the right science, its
+per-frame tasks ran on the Dask workers (adaptive, 1 to 2 sessions) and are Completed in
+Prefect, the tasks' own log lines reached Prefect from the workers, and no session is
+left once the flow returns.
+"""
 
 from __future__ import annotations
 
-import os
+import sys
+from pathlib import Path
 
-from canfar_core.dask import CanfarCluster
-from prefect import flow, get_run_logger, task
-from prefect_dask import DaskTaskRunner
+from tests.dask.conftest import ROOT, listed
 
-from tests.dask.conftest import listed
-
-MESSAGE = "frame %d measured on a Dask worker in CANFAR session %s"
+sys.path.insert(0, str(ROOT / "examples" / "reduction"))
+import flow_dask
 
 
-@task
-def measure_frame(x: int) -> int:
-    session = os.environ["skaha_sessionid"]  # noqa: SIM112 (the server's name)
-    get_run_logger().info(MESSAGE, x, session)
-    return 10 * x
-
-
-def test_a_flow_maps_tasks_onto_dask_workers_in_sessions(
-    prefect_api, platform, cluster_kwargs, wait_for
+def test_a_flow_runs_its_per_frame_steps_on_dask_workers_in_sessions(
+    prefect_api, platform, cluster_kwargs, wait_for, tmp_path: Path
 ) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
@@ -31,35 +29,37 @@ def test_a_flow_maps_tasks_onto_dask_workers_in_sessions(
         LogFilterFlowRunId,
     )
 
-    runner = DaskTaskRunner(
-        cluster_class=CanfarCluster,
-        cluster_kwargs=cluster_kwargs,
-        adapt_kwargs={"minimum": 1, "maximum": 2},
+    runner = flow_dask.runner(
+        cluster_kwargs["image"],
+        2,
+        python=cluster_kwargs["python"],
+        shared_dir=cluster_kwargs["shared_dir"],
     )
-
-    @flow(task_runner=runner)
-    def measure(frames: int) -> list[int]:
-        return measure_frame.map(range(frames)).result()
-
-    state = measure(6, return_state=True)
+    out = tmp_path / "night"
+    state = flow_dask.reduce_night_dask.with_options(task_runner=runner)(
+        out=str(out), frames=2, return_state=True
+    )
     assert state.is_completed(), state.message
-    assert state.result() == [10 * x for x in range(6)]
+    summary = state.result()
+    assert summary["recovered"] == summary["planted"] >= 10, summary
     assert listed(platform) == [], "the cluster's sessions are deleted with the flow"
+    workers = [entry for entry in platform.created() if entry["name"].startswith("dask-")]
+    assert 1 <= len(workers) <= 2, "adapt kept the cluster between minimum and maximum"
 
     flow_run_id = state.state_details.flow_run_id
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
         )
-        assert len(runs) == 6
-        assert {run.state.type.value for run in runs} == {"COMPLETED"}
+        per_frame = [r for r in runs if r.name.startswith(("calibrate_frame", "detect_sources"))]
+        assert len(per_frame) == 4
+        assert {r.state.type.value for r in runs} == {"COMPLETED"}
 
-        def task_logs() -> list[str]:
+        def detections() -> list[str]:
             logs = client.read_logs(
                 LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=200
             )
-            return [log.message for log in logs if "measured on a Dask worker" in log.message]
+            return [log.message for log in logs if log.message.endswith(" sources")]
 
-        messages = wait_for(lambda: len(task_logs()) == 6 and task_logs(), timeout=30)
-    sessions = {message.rsplit(" ", 1)[1] for message in messages}
-    assert sessions and all(len(s) == 8 for s in sessions), messages
+        found = wait_for(lambda: len(detections()) == 2 and detections(), timeout=30)
+    assert sorted(message.split(":")[0] for message in found) == ["frame00", "frame01"]
