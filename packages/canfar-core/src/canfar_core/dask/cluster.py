@@ -269,6 +269,8 @@ class CanfarCluster(SpecCluster):
 
     def scale(self, n: int = 0, memory: str | None = None, cores: int | None = None) -> Any:
         """Scale to `n` workers (sessions), or enough for `memory`/`cores` in total."""
+        if isinstance(n, float) and n.is_integer():
+            n = int(n)  # Adaptive's arithmetic may hand over 3.0
         n = whole_number("n", n, "a whole number of workers >= 0")
         if memory is not None:
             n = max(n, math.ceil(parse_bytes(memory) / self.worker_plan.memory_limit))
