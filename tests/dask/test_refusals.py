@@ -56,3 +56,14 @@ def test_scale_and_adapt_refuse_what_would_start_unbounded_or_nonsense(
             cluster.scale("3")
         assert listed(platform) == []
     assert platform.created() == []
+
+
+def test_a_refused_create_fails_the_cluster_and_leaves_no_session(platform, cluster_kwargs) -> None:
+    from canfar_core.errors import InvalidRequestError
+
+    # One of the two workers' creates is refused (a fault the platform injects).
+    platform.inject_fault(method="POST", route="/v1/session", status=400, count=1)
+    with pytest.raises(InvalidRequestError):
+        CanfarCluster(**cluster_kwargs, n_workers=2)
+    assert len(platform.created()) == 1, "the other worker's session was created ..."
+    assert listed(platform) == [], "... and deleted when the cluster closed"
