@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from canfar_core import AsyncCanfarClient, CanfarConfig, ClientClosedError, RetryPolicy
+from canfar_core import (
+    AsyncCanfarClient,
+    CanfarConfig,
+    ClientClosedError,
+    RetryPolicy,
+    SessionSpec,
+)
 from canfar_core.client import ClientState
 from pydantic import SecretStr
 
@@ -71,3 +77,26 @@ async def test_a_closed_client_refuses_instead_of_reopening() -> None:
     with pytest.raises(ClientClosedError):
         async with client:
             pass
+
+
+async def test_an_ambiguous_create_is_adopted_by_name_never_sent_twice() -> None:
+    posts: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            posts.append(request.content.decode())
+            # The server made the session, then the answer was lost behind a 503.
+            return httpx.Response(503, text="temporarily unavailable: null\n")
+        if request.url.path.endswith("/context"):
+            return httpx.Response(200, json={"cores": {"options": [1, 2]}})
+        if request.url.path.endswith("/repository"):
+            return httpx.Response(200, json=["images.canfar.net"])
+        listed = [{"id": "made1234", "name": "job-abc123", "status": "Pending"}]
+        return httpx.Response(200, json=listed)
+
+    async with AsyncCanfarClient(
+        config(), retry=FAST, transport=httpx.MockTransport(answer)
+    ) as client:
+        spec = SessionSpec(name="job-abc123", image="images.canfar.net/skaha/base:latest")
+        assert await client.create(spec) == "made1234"
+    assert len(posts) == 1

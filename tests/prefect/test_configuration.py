@@ -9,10 +9,11 @@ import pytest
 from canfar_core.context import Context
 from canfar_core.errors import SpecError
 from canfar_core.launch import BOOT_VAR, SCRIPT_VAR_PREFIX
+from canfar_core.local import is_loopback_url
 from prefect.client.schemas.objects import FlowRun
 from prefect_canfar import CanfarCredentials
 from prefect_canfar.configuration import CanfarWorkerJobConfiguration
-from prefect_canfar.reachability import is_loopback_url, unreachable_api_warning
+from prefect_canfar.reachability import unreachable_api_warning
 
 from tests.prefect.conftest import IMAGE
 

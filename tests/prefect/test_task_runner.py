@@ -145,20 +145,32 @@ def test_out_of_memory_kill_is_crashed_with_the_reason(runner_env: Path) -> None
     assert "Session log tail" in message
 
 
-def test_canfar_options_set_the_sessions_requested_resources(runner_env: Path, platform) -> None:
+def test_canfar_options_set_the_sessions_requested_resources(
+    runner_env: Path, platform_factory, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    # A file-mode server offering 1, 2, 4 or 8 cores: `cores=3` is raised to 4 and the
+    # flow's log says so, the rule every engine shares (canfar_core.allowed.fit).
+    platform = platform_factory(core_options=(1, 2, 4, 8))
+    monkeypatch.setenv("CANFAR_URL", platform.url)
+    monkeypatch.setenv("CANFAR_TOKEN", platform.token)
+
     @flow(task_runner=CanfarTaskRunner(**RUNNER, shared_dir=runner_env, cores=1, ram=1))
     def sized() -> tuple[str, str]:
         small = session_size.submit()
-        with canfar_options(cores=4, ram=3):
+        with canfar_options(cores=3, ram=3):
             big = session_size.with_options(name="big-size").submit()
         return small.result(), big.result()
 
-    with PlatformWatcher(platform) as watcher:
+    with PlatformWatcher(platform) as watcher, caplog.at_level("INFO"):
         small, big = sized()
     assert (small, big) == ("1", "4")
     requested = {name.rsplit("-", 1)[0]: value for name, value in watcher.resources.items()}
     assert requested["task-session-size"] == ("1", "1.07")
     assert requested["task-big-size"] == ("4", "3.22")
+    assert (
+        "Task 'big-size': cores 3 raised to 4, the smallest value the server allows."
+        in caplog.messages
+    )
 
 
 def test_resources_are_validated_before_submission(runner_env: Path) -> None:

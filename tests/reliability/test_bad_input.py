@@ -1176,14 +1176,14 @@ RUNNER_CASES = {
     "runner-cores-beyond-context": RunnerCase(
         with_options(cores=64),
         SpecError,
-        sentence("cores=64 is not allowed: allowed values are integers 1 to 16."),
+        sentence("cores=64 is not allowed: the largest cores allowed is 16."),
         runner_as("tr-cores"),
         "tr-cores",
     ),
     "runner-ram-beyond-context": RunnerCase(
         with_options(ram=999),
         SpecError,
-        sentence("ram=999 is not allowed: allowed values are integers 1 to 192."),
+        sentence("ram=999 is not allowed: the largest ram allowed is 192 GiB."),
         runner_as("tr-ram"),
         "tr-ram",
     ),

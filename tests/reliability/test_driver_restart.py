@@ -35,8 +35,12 @@ FLOWS = Path(__file__).parent / "flows"
 POOL = "canfar-cancel"
 
 
+@pytest.mark.parametrize("interrupts", [1, 2], ids=["ctrl-c", "ctrl-c-twice"])
 def test_sigint_mid_run_leaves_zero_sessions(
-    workflow: Callable[..., Workflow], wait_for: Callable[..., object]
+    workflow: Callable[..., Workflow],
+    platform: LocalPlatform,
+    wait_for: Callable[..., object],
+    interrupts: int,
 ) -> None:
     wf = workflow(
         """
@@ -56,22 +60,56 @@ def test_sigint_mid_run_leaves_zero_sessions(
             interval=0.2,
             what="three running sessions",
         )
+        if interrupts == 2:
+            # Injected by the platform: each DELETE takes 2 s, so the second Ctrl-C is
+            # sure to arrive while the first one's deletions are still under way.
+            platform.inject_fault(method="DELETE", route="/v1/session/{id}", delay=2.0, count=3)
         process.send_signal(signal.SIGINT)
+        if interrupts == 2:
+            wait_for(
+                lambda: platform.counters().get("DELETE /v1/session/{id}", 0) >= 1,
+                timeout=60,
+                interval=0.05,
+                what="the first deletion to reach the platform",
+            )
+            process.send_signal(signal.SIGINT)
         process.wait(timeout=90)
     finally:
         if process.poll() is None:
             process.kill()
+    out = (wf.path / "snakemake.out").read_text()
     assert process.returncode != 0
     assert wf.sessions() == []
-    assert "Deleted 3 CANFAR session(s) of run" in (wf.path / "snakemake.out").read_text()
+    assert "Deleted 3 CANFAR session(s) of run" in out
+    assert "Traceback" not in out
+    if interrupts == 2:
+        assert "Still deleting this run's CANFAR sessions; please wait." in out
+
+
+SLOW_WORKFLOW = """
+rule all:
+    input: "after.txt"
+
+rule slow:
+    output: "slow/{i}.txt"
+    shell: "sleep 12; echo CODE{wildcards.i} > {output}"
+
+rule after:
+    input: expand("slow/{i}.txt", i=range(2))
+    output: "after.txt"
+    shell: "cat {input} > {output}"
+"""
 
 
 @pytest.mark.parametrize(
-    "restart_args",
+    ("restart_args", "new_code"),
     [
-        pytest.param((), id="snakemake-record"),
+        pytest.param((), None, id="snakemake-record"),
         # Snakemake forgets external job ids with --rerun-incomplete: the ledger remembers.
-        pytest.param(("--rerun-incomplete",), id="run-ledger"),
+        pytest.param(("--rerun-incomplete",), None, id="run-ledger"),
+        # The rule's code changed while no Snakemake watched: its old sessions run the
+        # old code, so they are deleted and the jobs run again (issue 14, item 7).
+        pytest.param(("--rerun-incomplete",), "NEW", id="code-changed"),
     ],
 )
 def test_restart_after_sigkill_adopts_running_sessions(
@@ -79,22 +117,9 @@ def test_restart_after_sigkill_adopts_running_sessions(
     platform: LocalPlatform,
     wait_for: Callable[..., object],
     restart_args: tuple[str, ...],
+    new_code: str | None,
 ) -> None:
-    wf = workflow(
-        """
-        rule all:
-            input: "after.txt"
-
-        rule slow:
-            output: "slow/{i}.txt"
-            shell: "sleep 12; echo {wildcards.i} > {output}"
-
-        rule after:
-            input: expand("slow/{i}.txt", i=range(2))
-            output: "after.txt"
-            shell: "cat {input} > {output}"
-        """
-    )
+    wf = workflow(SLOW_WORKFLOW)
     first = wf.start()
     try:
         wait_for(
@@ -118,15 +143,28 @@ def test_restart_after_sigkill_adopts_running_sessions(
         timeout=SNAKEMAKE_TIMEOUT,
     )
     assert unlock.returncode == 0, unlock.stderr
+    if new_code is not None:
+        snakefile = wf.path / "Snakefile"
+        snakefile.write_text(snakefile.read_text().replace("CODE", new_code))
     second = wf.run(*restart_args)
     assert second.returncode == 0, second.stdout
-    for session_id in running:
-        assert f"Adopting CANFAR session {session_id}" in second.stdout
-    # Only `after` was submitted; the slow jobs were not run twice.
-    assert platform.counters()["POST /v1/session"] == 3
     created = platform.created()
-    assert len(created) == 3 and duplicated_names(created) == []
-    assert (wf.path / "after.txt").read_text() == "0\n1\n"
+    assert duplicated_names(created) == []
+    if new_code is None:
+        for session_id in running:
+            assert f"Adopting CANFAR session {session_id}" in second.stdout
+        # Only `after` was submitted; the slow jobs were not run twice.
+        assert platform.counters()["POST /v1/session"] == 3
+        assert len(created) == 3
+        assert (wf.path / "after.txt").read_text() == "CODE0\nCODE1\n"
+    else:
+        for session_id in running:
+            assert f"Deleted CANFAR session {session_id}" in second.stdout
+            assert f"Adopting CANFAR session {session_id}" not in second.stdout
+        assert "the job's code, inputs or resources have changed" in second.stdout
+        assert platform.counters()["POST /v1/session"] == 5 and len(created) == 5
+        assert (wf.path / "after.txt").read_text() == "NEW0\nNEW1\n"
+    assert left_running(platform) == []
 
 
 @pytest.fixture

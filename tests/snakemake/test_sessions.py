@@ -10,21 +10,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from canfar_core.bridge import TrackerBridge
 from canfar_core.launch import write_secrets_file
 from canfar_core.outcome import OutcomeKind
 from canfar_core.sync import CanfarClient
 from canfar_local import LocalPlatform
 from snakemake_executor_plugin_canfar.diagnostics import failure_message
 from snakemake_executor_plugin_canfar.resources import SessionRequest
-from snakemake_executor_plugin_canfar.status import SessionWatcher
 from snakemake_executor_plugin_canfar.submission import build_spec
 
 IMAGE = "images.canfar.net/skaha/base:latest"
 
 
 @pytest.fixture
-def watcher(platform: LocalPlatform) -> Iterator[SessionWatcher]:
-    watcher = SessionWatcher(
+def watcher(platform: LocalPlatform) -> Iterator[TrackerBridge]:
+    watcher = TrackerBridge(
         CanfarClient(url=platform.url, token=platform.token), min_interval=0.2, max_interval=0.5
     )
     yield watcher
@@ -32,7 +32,7 @@ def watcher(platform: LocalPlatform) -> Iterator[SessionWatcher]:
 
 
 def start(
-    watcher: SessionWatcher, tmp_path: Path, command: str, request: SessionRequest, name: str
+    watcher: TrackerBridge, tmp_path: Path, command: str, request: SessionRequest, name: str
 ) -> str:
     state_dir = tmp_path / "sessions"
     secrets = write_secrets_file(tmp_path / "secrets" / f"{name}.sh", {"WEIRD": 'x=1 "y" $z'})
@@ -57,7 +57,7 @@ def start(
 
 
 def test_runtime_limit_stops_the_session_and_says_so(
-    watcher: SessionWatcher, tmp_path: Path, wait_for: Callable[..., object]
+    watcher: TrackerBridge, tmp_path: Path, wait_for: Callable[..., object]
 ) -> None:
     request = SessionRequest(image=IMAGE, cores=1, ram=1, gpus=None, runtime_minutes=0.02)
     session_id = start(watcher, tmp_path, "sleep 60", request, "slow")
@@ -70,7 +70,7 @@ def test_runtime_limit_stops_the_session_and_says_so(
 
 
 def test_workdir_and_environment_arrive_intact(
-    watcher: SessionWatcher, tmp_path: Path, wait_for: Callable[..., object]
+    watcher: TrackerBridge, tmp_path: Path, wait_for: Callable[..., object]
 ) -> None:
     request = SessionRequest(image=IMAGE, cores=1, ram=1, gpus=None, runtime_minutes=None)
     session_id = start(watcher, tmp_path, 'pwd; printf "%s\\n" "$WEIRD"', request, "env")

@@ -25,7 +25,8 @@ from snakemake_executor_plugin_canfar.resources import (
     SessionRequest,
     plan_request,
 )
-from snakemake_executor_plugin_canfar.settings import ExecutorSettings, settings_problems
+from snakemake_executor_plugin_canfar.settings import ExecutorSettings
+from snakemake_executor_plugin_canfar.validation import settings_problems
 
 IMAGE = "images.canfar.net/skaha/base:latest"
 
@@ -72,6 +73,12 @@ def test_threads_and_memory_round_up_to_allowed_values() -> None:
     assert (request.cores, request.ram, request.gpus) == (4, 3, None)
     sparse = plan({"mem_mb": 9000, "mem_mib": 8584}, threads=3, context=FILE_MODE)
     assert (sparse.cores, sparse.ram) == (3, 10)
+    # The rule every engine shares (canfar_core.allowed.fit): raised, and said so; a
+    # request only rounded up to its whole number is not worth a line.
+    assert sparse.notes == (
+        "rule align: mem_mb=9000 (8.4 GiB) raised to ram=10, the smallest value the server allows",
+    )
+    assert request.notes == ()
 
 
 def test_exact_binary_memory_is_not_rounded_past_its_gib() -> None:
@@ -88,6 +95,7 @@ def test_defaults_apply_when_the_job_declares_nothing() -> None:
         "ram": 6,
         "gpus": 1,
         "runtime_minutes": None,
+        "notes": (),
     }
     assert plan({}, threads=8, cores=2).cores == 8  # threads raise the minimum
 
@@ -275,3 +283,26 @@ def test_settings_problems_are_one_sentence_each() -> None:
 def test_settings_repr_hides_secrets() -> None:
     text = repr(ExecutorSettings(token="tok-SECRET", registry_secret="reg-SECRET"))
     assert not re.search("SECRET", text)
+
+
+def test_plugin_flags_beat_snakemakes_generated_defaults_but_not_the_rules() -> None:
+    # What --default-resources gives every rule: mem_mb=1000, mem_mib=954.
+    generated_only = {"mem_mb": 1000, "mem_mib": 954}
+    assert plan(generated_only, ram=8).ram == 1  # if the rule had declared it
+    flagged = plan_request(
+        label="rule align",
+        threads=1,
+        resources=generated_only,
+        defaults=Defaults(image=IMAGE, ram=8),
+        context=CANFAR_NET,
+        generated=frozenset({"mem_mb", "mem_mib"}),
+    )
+    assert flagged.ram == 8  # --canfar-ram 8 beats the generated default...
+    declared = plan_request(
+        label="rule align",
+        threads=1,
+        resources={"mem_mb": 3000, "mem_mib": 2862},
+        defaults=Defaults(image=IMAGE, ram=8),
+        context=CANFAR_NET,
+    )
+    assert declared.ram == 3  # ...and a rule's own mem_mb beats --canfar-ram.

@@ -7,11 +7,13 @@ says the sessions requested, the messages Snakemake printed, and what is left ru
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from canfar_core.local import LOCAL_IMAGE
 from canfar_local import LocalPlatform
 
 from .conftest import SNAKEMAKE_TIMEOUT, Workflow, processes_mentioning
@@ -72,9 +74,21 @@ def test_multi_rule_workflow_with_wildcards_group_resources_and_envvars(
     )
     # The session list fails for a while: status checks ride it out, and say so.
     platform.inject_fault(method="GET", route="/v1/session", status=500, count=3)
-    result = wf.run("--canfar-keep-sessions", env=wf.env(CANFAR_TEST_VALUE=HOSTILE))
+    # A profile's --default-resources gives every rule mem_mb=1000; --canfar-ram beats
+    # that generated default, a rule's own mem_mb beats --canfar-ram (issue 16, item 5).
+    result = wf.run(
+        "--canfar-keep-sessions",
+        "--default-resources",
+        "--canfar-ram",
+        "2",
+        env=wf.env(CANFAR_TEST_VALUE=HOSTILE),
+    )
     assert result.returncode == 0, result.stdout
     assert "GET session failed (HTTP 500" in result.stdout and "retrying in" in result.stdout
+    # Every line the plugin and canfar-core write reaches Snakemake's own log file.
+    [logfile] = (wf.path / ".snakemake" / "log").glob("*.snakemake.log")
+    logged = logfile.read_text()
+    assert "GET session failed (HTTP 500" in logged and "CANFAR executor: run" in logged
 
     assert (wf.path / "summary.txt").read_text() == "ONE\nTWO\n"
     assert (wf.path / "env.txt").read_text() == HOSTILE
@@ -87,6 +101,8 @@ def test_multi_rule_workflow_with_wildcards_group_resources_and_envvars(
     [big] = by_rule(sessions, "big")
     assert big["requestedCPUCores"] == "4"
     assert gib(str(big["requestedRAM"])) == 3.0
+    [summary] = by_rule(sessions, "summary")
+    assert gib(str(summary["requestedRAM"])) == 2.0
 
     logs = wf.logs()
     assert {p.stem.split("-", 1)[1] for p in logs} == {s["id"] for s in sessions}
@@ -145,7 +161,7 @@ def test_failures_are_job_errors_with_exit_code_log_and_attempt_scaled_retry(
 
     # The failing rule: its exit code, session and image are named, its log printed.
     [first, *_] = by_rule(sessions, "fails")
-    assert f"CANFAR session {first['id']} (image images.canfar.net/skaha/base:latest" in out
+    assert f"CANFAR session {first['id']} (image {LOCAL_IMAGE}" in out
     assert "failed: the rule's command exited with code 3" in out
     assert out.count("about-to-fail-marker") >= 2  # echoed by the shell, printed from the log
     [fails_log, *_] = sorted((wf.path / ".snakemake/canfar/logs/fails").glob("*.log"))
@@ -226,29 +242,64 @@ def test_pending_timeout_on_an_unpullable_image_shows_the_pull_errors(
     assert wf.sessions() == []
 
 
-def test_local_mode_needs_no_configuration(tmp_path: Path) -> None:
-    workdir = tmp_path / "wf"
+LOCAL_ARGV = ["-m", "snakemake", "--executor", "canfar", "--canfar-url", "local", "--jobs", "4"]
+
+
+def local_workflow(workdir: Path, shell_a: str = "echo a > {output}") -> Path:
     workdir.mkdir()
     (workdir / "Snakefile").write_text(
         'rule all:\n    input: "b.txt"\n\n'
-        'rule a:\n    output: "a.txt"\n    shell: "echo a > {output}"\n\n'
+        f'rule a:\n    output: "a.txt"\n    shell: "{shell_a}"\n\n'
         'rule b:\n    input: "a.txt"\n    output: "b.txt"\n    shell: "cat {input} > {output}"\n'
     )
+    return workdir
+
+
+def test_local_mode_needs_no_configuration_and_two_runs_may_overlap(
+    tmp_path: Path, wait_for: Callable[..., object]
+) -> None:
     root = tmp_path / "local-root"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CANFAR_", "SNAKEMAKE_"))}
     env["CANFAR_LOCAL_ROOT"] = str(root)
-    argv = ["-m", "snakemake", "--executor", "canfar", "--canfar-url", "local", "--jobs", "4"]
-    result = subprocess.run(
-        [sys.executable, *argv],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=SNAKEMAKE_TIMEOUT,
-    )
+    # A first run holds the per-user platform root while its job sleeps...
+    first_dir = local_workflow(tmp_path / "first", shell_a="sleep 60; echo a > {output}")
+    with open(tmp_path / "first.out", "w") as out:
+        first = subprocess.Popen(
+            [sys.executable, *LOCAL_ARGV],
+            cwd=first_dir,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+    try:
+        wait_for(
+            lambda: processes_mentioning(str(root / "sessions")),
+            timeout=120,
+            interval=0.2,
+            what="the first run's session",
+        )
+        # ...and a second run at the same time starts its own platform beside it.
+        workdir = local_workflow(tmp_path / "second")
+        result = subprocess.run(
+            [sys.executable, *LOCAL_ARGV],
+            cwd=workdir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=SNAKEMAKE_TIMEOUT,
+        )
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.wait(timeout=90)
     assert result.returncode == 0, result.stdout
     assert (workdir / "b.txt").read_text() == "a\n"
     assert "on the embedded platform" in result.stdout
     assert "Traceback" not in result.stdout
+    assert (
+        f"The embedded platform's root {root} is in use by process {first.pid}; started "
+        f"another one for this run under {root}-2." in result.stdout
+    )
     assert processes_mentioning(str(root)) == []

@@ -23,6 +23,7 @@ from urllib.parse import urlencode
 import httpx
 from pydantic import SecretStr
 
+from canfar_core.allowed import check_registry
 from canfar_core.config import CanfarConfig, check_url, parse_capabilities, resolve_config
 from canfar_core.context import Context
 from canfar_core.errors import (
@@ -255,9 +256,7 @@ class AsyncCanfarClient:
         Raises SpecError naming the field, the value and what is allowed; this runs
         before anything is submitted, so a typo never becomes a queued session.
         """
-        registries = await self.repositories()
-        if registries and not any(spec.image.startswith(host) for host in registries):
-            raise SpecError("image", spec.image, f"images must come from {', '.join(registries)}")
+        check_registry(spec.image, await self.repositories())
         context = await self.context()
         for resource in ("cores", "ram", "gpus"):
             value = getattr(spec, resource)

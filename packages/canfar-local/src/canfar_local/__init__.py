@@ -5,7 +5,7 @@ daemon thread; ``canfar-local serve`` does the same from the command line.
 """
 
 from .config import PlatformConfig
-from .errors import PlatformError
+from .errors import PlatformError, RootInUseError
 from .server import LocalPlatform
 
-__all__ = ["LocalPlatform", "PlatformConfig", "PlatformError"]
+__all__ = ["LocalPlatform", "PlatformConfig", "PlatformError", "RootInUseError"]

@@ -87,6 +87,18 @@ class PlatformConfig:
     default_request_ram_gib: int = 4
     default_limit_ram_gib: int = 32
     max_interactive_sessions: int = 3
+    # File mode (`/config/k8s-resources.json`, reference §3.10): explicit option lists
+    # instead of 1..max, e.g. (1, 2, 4, 8) cores; None keeps LimitRange mode.
+    core_options: tuple[int, ...] | None = None
+    ram_options: tuple[int, ...] | None = None
+
+    def cores_allowed(self) -> list[int]:
+        """The `cores` options `/context` lists and creates are checked against."""
+        return sorted(self.core_options or range(1, self.max_cores + 1))
+
+    def ram_allowed(self) -> list[int]:
+        """The `memoryGB` options `/context` lists and creates are checked against."""
+        return sorted(self.ram_options or range(1, self.max_ram_gib + 1))
 
     # Identity: token -> user.  When empty, the OS user gets a generated, persisted token.
     users: Mapping[str, str] | None = None

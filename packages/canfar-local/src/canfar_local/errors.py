@@ -63,3 +63,12 @@ class UnexpectedError(PlatformHTTPError):
 
 class PlatformError(RuntimeError):
     """A failure of the platform itself (start-up, lock, configuration), not of a request."""
+
+
+class RootInUseError(PlatformError):
+    """Another live server holds the platform root (its lock names the holder's pid)."""
+
+    def __init__(self, root: object, holder: str) -> None:
+        super().__init__(f"platform root {root} is already in use by another server (pid {holder})")
+        self.root = root
+        self.holder = holder

@@ -11,7 +11,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from .errors import PlatformError
+from .errors import RootInUseError
 
 
 class RootLock:
@@ -30,9 +30,7 @@ class RootLock:
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise PlatformError(
-                f"platform root {self.root} is already in use by another server (pid {holder})"
-            ) from None
+            raise RootInUseError(self.root, holder) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd

@@ -176,20 +176,20 @@ def stats_object(config: PlatformConfig, allocated_cores: float, allocated_ram_g
 
 
 def context_object(config: PlatformConfig) -> dict[str, Any]:
-    """``/context`` in LimitRange mode: default == defaultRequest, options 1..max."""
+    """``/context``: default == defaultRequest; options 1..max (LimitRange) or the file's list."""
     gpus = list(range(1, config.max_gpus + 1)) if config.max_gpus > 0 else []
     return {
         "cores": {
             "default": config.default_request_cores,
             "defaultRequest": config.default_request_cores,
             "defaultLimit": config.default_limit_cores,
-            "options": list(range(1, config.max_cores + 1)),
+            "options": config.cores_allowed(),
         },
         "memoryGB": {
             "default": config.default_request_ram_gib,
             "defaultRequest": config.default_request_ram_gib,
             "defaultLimit": config.default_limit_ram_gib,
-            "options": list(range(1, config.max_ram_gib + 1)),
+            "options": config.ram_allowed(),
         },
         "gpus": {"options": gpus},
         "maxInteractiveSessions": config.max_interactive_sessions,

@@ -12,7 +12,7 @@ import base64
 import binascii
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .config import PlatformConfig
@@ -97,7 +97,7 @@ def requested_type(params: Params) -> str:
     return value.strip().lower()
 
 
-def _resource(params: Params, name: str, options: range) -> float | None:
+def _resource(params: Params, name: str, options: Sequence[int]) -> float | None:
     value = params.get(name)
     if not has_text(value):
         return None
@@ -145,8 +145,8 @@ def validate_create(
     if session_type not in SESSION_TYPES:
         raise BadRequest(f"Invalid session type: {params.get('type')}")
 
-    cores = _resource(params, "cores", range(1, config.max_cores + 1))
-    ram = _resource(params, "ram", range(1, config.max_ram_gib + 1))
+    cores = _resource(params, "cores", config.cores_allowed())
+    ram = _resource(params, "ram", config.ram_allowed())
 
     name = params.get("name")
     if not has_text(name):

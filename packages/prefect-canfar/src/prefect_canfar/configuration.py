@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from canfar_core.allowed import fit
 from canfar_core.context import Context
-from canfar_core.launch import KILL_GRACE_SECONDS, Envelope, envelope
+from canfar_core.launch import Envelope, envelope
 from canfar_core.models import SessionSpec
 from canfar_core.names import unique_name
+from canfar_core.runtime_limit import runtime_backstop
 from prefect.workers.base import BaseJobConfiguration
 from pydantic import Field
 
@@ -34,9 +36,6 @@ DEFAULT_NAME_PREFIX = "prefect"
 # Settings that authenticate to Prefect: with a state_dir they travel in a 0600 file.
 SECRET_ENV_KEYS = ("PREFECT_API_KEY", "PREFECT_API_AUTH_STRING")
 SECRETS_SUBDIR = ".secrets"
-# The tracker's own runtime limit is a backstop behind the envelope's, which stops the
-# command itself (exit 124) and so keeps its output; give the envelope time to do so.
-TRACKER_RUNTIME_MARGIN_SECONDS = KILL_GRACE_SECONDS + 20
 
 
 @dataclass(frozen=True)
@@ -153,13 +152,10 @@ class CanfarWorkerJobConfiguration(BaseJobConfiguration):
             for resource, wanted in sizes.items():
                 if wanted is None:
                     continue
-                allowed = context.smallest_allowed(resource, wanted)
-                if allowed != wanted:
-                    adjustments.append(
-                        f"{resource} {wanted} raised to {allowed}, the smallest value the "
-                        "server allows"
-                    )
-                sizes[resource] = allowed
+                fitted = fit(context, resource, wanted)
+                if fitted.note is not None:
+                    adjustments.append(fitted.note)
+                sizes[resource] = fitted.value
         spec = job.spec(
             name=name,
             image=self.image.strip(),
@@ -167,16 +163,11 @@ class CanfarWorkerJobConfiguration(BaseJobConfiguration):
             ram=sizes["ram"],
             gpus=sizes["gpus"],
         )
-        runtime_limit = (
-            self.job_timeout_seconds + TRACKER_RUNTIME_MARGIN_SECONDS
-            if self.job_timeout_seconds is not None
-            else None
-        )
         return SessionRequest(
             spec,
             job,
             self.pending_timeout_seconds,
-            runtime_limit,
+            runtime_backstop(self.job_timeout_seconds),
             tuple(adjustments),
             secrets=secrets,
             secrets_file=secrets_file,

@@ -14,7 +14,8 @@ from canfar_core.config import CanfarConfig, resolve_config
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, model_validator
 
-DOCS_URL = "https://www.canfar.net"
+# The package README: what the worker, its job variables and these blocks do.
+DOCS_URL = "https://github.com/canfar-workflows/canfar-workflows/blob/main/packages/prefect-canfar/README.md"
 
 
 class CanfarCredentials(Block):

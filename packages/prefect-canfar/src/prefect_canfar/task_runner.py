@@ -21,7 +21,6 @@ import contextvars
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import threading
 import uuid
@@ -30,14 +29,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from canfar_core.allowed import check_registry, fit
+from canfar_core.bridge import TrackerBridge
 from canfar_core.config import CanfarConfig, resolve_config
 from canfar_core.context import Context
 from canfar_core.errors import SpecError
 from canfar_core.launch import envelope
+from canfar_core.local import LOCAL_IMAGE, session_python
 from canfar_core.names import unique_name
 from canfar_core.outcome import Outcome
+from canfar_core.runtime_limit import runtime_backstop
 from canfar_core.sync import CanfarClient
-from canfar_core.tracker import SessionTracker
 from prefect.futures import PrefectConcurrentFuture, PrefectFuture, wait
 from prefect.task_runners import TaskRunner
 
@@ -53,7 +55,6 @@ from prefect_canfar.options import (
 
 log = logging.getLogger(__name__)
 
-LOCAL_IMAGE = "images.canfar.net/skaha/astroml:latest"
 LOG_TAIL_LINES = 40
 
 
@@ -99,7 +100,7 @@ class CanfarTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         url, credentials: the server (`local` for the embedded platform); by default the
             usual resolution (CANFAR_URL, ~/.canfar/config.yaml, ~/.ssl/cadcproxy.pem).
         max_sessions: how many task sessions may exist at once; the rest wait, unpolled.
-        python: the interpreter inside the session (default `python`; in local mode the
+        python: the interpreter inside the session (default `python3`; in local mode the
             current interpreter).
         workdir: the sessions' working directory (default: the flow's current directory).
         pending_timeout: seconds a session may stay Pending before it is deleted and the
@@ -146,6 +147,7 @@ class CanfarTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         self._task_root: Path | None = None
         self._cached_context: dict[str, Any] | None = None
         self._cached_env: dict[str, str] | None = None
+        self._said: set[str] = set()
 
     # -- Prefect's TaskRunner contract ------------------------------------------------
 
@@ -206,14 +208,14 @@ class CanfarTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
         # Everything that can be refused is checked here, before a thread starts or a
         # session is created, so the mistake surfaces at the `.submit()` that made it.
         service = self._ensure_service()
+        flow_ctx = FlowRunContext.get()
+        run_logger = get_run_logger(flow_ctx) if flow_ctx else log
         options = current_options().over(options_from_tags(task.tags or ())).over(self.defaults)
-        options = self._validated(service, options)
+        options = self._validated(service, options, task.name, run_logger)
         self.task_root()
         if self._cached_context is None:
             self._cached_context = serialize_context()
             self._cached_env = get_current_settings().to_environment_variables(exclude_unset=True)
-        flow_ctx = FlowRunContext.get()
-        run_logger = get_run_logger(flow_ctx) if flow_ctx else log
         task_run_id = uuid7()
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         job = _TaskJob(
@@ -254,10 +256,15 @@ class CanfarTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
                 self._service = _SessionService(self._config(), self.max_sessions)
             return self._service
 
-    def _validated(self, service: _SessionService, options: SessionOptions) -> SessionOptions:
-        """Check image and resources against the server before anything is submitted.
+    def _validated(
+        self, service: _SessionService, options: SessionOptions, task_name: str, logger: Any
+    ) -> SessionOptions:
+        """Check the image and fit the resources to the server before anything is submitted.
 
-        `gpus=0` (a block's way to override a runner default of some) becomes "none".
+        Resources are rounded up to the smallest value the server allows, as every engine
+        does (`canfar_core.allowed.fit`), and each distinct raise is logged once per
+        runner. `gpus=0` (a block's way to override a runner default of some) becomes
+        "none".
         """
         if options.gpus == 0:
             options = replace(options, gpus=None)
@@ -267,20 +274,25 @@ class CanfarTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
                     "image", None, "CanfarTaskRunner needs an image (e.g. images.canfar.net/...)"
                 )
             options = SessionOptions(image=LOCAL_IMAGE).over(options)
-        registries = service.repositories()
         image = options.image or LOCAL_IMAGE
-        if registries and not any(image.startswith(host) for host in registries):
-            raise SpecError("image", image, f"images must come from {', '.join(registries)}")
+        check_registry(image, service.repositories())
         context = service.context()
+        sizes = {}
         for resource in ("cores", "ram", "gpus"):
-            value = getattr(options, resource)
-            if value is not None:
-                context.check(resource, value)
-        return options
+            wanted = getattr(options, resource)
+            if wanted is None:
+                continue
+            fitted = fit(context, resource, wanted)
+            note = f"Task {task_name!r}: {fitted.note}." if fitted.note else None
+            if note is not None and note not in self._said:
+                self._said.add(note)
+                logger.info(note)
+            sizes[resource] = fitted.value
+        return replace(options, **sizes)
 
     def python_executable(self, local: bool) -> str:
         """The interpreter the session runs the task engine with."""
-        return self.python or (sys.executable if local else "python")
+        return self.python or session_python(local)
 
     def task_root(self) -> Path:
         """Where pickled calls and States are exchanged (checked writable on first use).
@@ -307,19 +319,16 @@ class CanfarTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
 
 
 class _SessionService:
-    """The client, the tracker and the session slots of one runner."""
+    """The client, the tracker (bridged to the task threads) and the session slots of one runner."""
 
     def __init__(self, config: CanfarConfig, max_sessions: int) -> None:
         self.local = config.is_local
         self.client = CanfarClient(config)
-        self.tracker: SessionTracker = self.client.run(self._new_tracker())
+        self.bridge = TrackerBridge(self.client, min_interval=0.3, max_interval=10.0)
         self.slots = threading.BoundedSemaphore(max_sessions)
         self._live: set[str] = set()
         self._lock = threading.Lock()
         self._context: Context | None = None
-
-    async def _new_tracker(self) -> SessionTracker:
-        return SessionTracker(self.client.aio, min_interval=0.3, max_interval=10.0)
 
     def context(self) -> Context:
         """The server's resource options (fetched once)."""
@@ -345,9 +354,14 @@ class _SessionService:
             with self._lock:
                 self._live.add(session_id)
             try:
-                outcome = self.client.run(
-                    self._watch(session_id, state_dir, pending_timeout, runtime_limit)
+                self.bridge.watch(
+                    session_id,
+                    state_dir=state_dir,
+                    pending_timeout=pending_timeout,
+                    runtime_limit=runtime_limit,
                 )
+                outcome = self.bridge.wait(session_id)
+                self.bridge.forget(session_id)
             finally:
                 with self._lock:
                     self._live.discard(session_id)
@@ -356,20 +370,6 @@ class _SessionService:
                 except Exception as exc:  # the outcome matters more than the cleanup
                     log.warning("Could not delete session %s: %s", session_id, exc)
         return session_id, outcome
-
-    async def _watch(
-        self,
-        session_id: str,
-        state_dir: str,
-        pending_timeout: float | None,
-        runtime_limit: float | None,
-    ) -> Outcome:
-        return await self.tracker.watch(
-            session_id,
-            state_dir=state_dir,
-            pending_timeout=pending_timeout,
-            runtime_limit=runtime_limit,
-        )
 
     def close(self) -> None:
         """Delete sessions still alive (nothing is left running unwatched), stop."""
@@ -380,8 +380,7 @@ class _SessionService:
                 self.client.delete(session_id)
             except Exception as exc:
                 log.warning("Could not delete session %s: %s", session_id, exc)
-        self.client.run(self.tracker.aclose())
-        self.client.close()
+        self.bridge.close()
 
 
 class _TaskJob:
@@ -532,7 +531,7 @@ class _TaskJob:
             spec,
             str(task_dir),
             pending_timeout=self.runner.pending_timeout,
-            runtime_limit=None,
+            runtime_limit=runtime_backstop(self.runner.task_timeout),
         )
         state_path = task_dir / STATE_FILE
         if state_path.exists():

@@ -2,57 +2,51 @@
 
 The flow per job: plan the request (resources → allowed cores/RAM/GPUs, image,
 runtime) and refuse what the platform cannot satisfy as a job error; adopt a session a
-previous, killed Snakemake left running for the same outputs; otherwise create the
-session through the launch envelope; watch it with the run's single tracker; when it
-ends, save its log beside the workflow, delete it, and report success or a failure
-message with the session id, image, exit code and reason.
+previous, killed Snakemake left running for the same job (same code and request);
+otherwise create the session through the launch envelope; watch it with the run's
+single tracker; when it ends, save its log beside the workflow, delete it, and report
+success or a failure message with the session id, image, exit code and reason.
+
+Everything decided once per run lives in a frozen `RunContext` (`run_context.py`);
+what the executor refuses before the first job is in `validation.py`; every message
+goes through Snakemake's logger (`self.logger`), canfar-core's included.
 """
 
 from __future__ import annotations
 
-import logging
-import sys
-import tempfile
+import contextlib
+import signal
 import threading
 import time
-from collections.abc import AsyncGenerator
-from pathlib import Path
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any
-from urllib.parse import urlparse
 
-from canfar_core.config import CanfarConfig, resolve_config
-from canfar_core.errors import (
-    AuthenticationError,
-    CanfarError,
-    ConfigurationError,
-    PermissionDeniedError,
-    SpecError,
-)
+from canfar_core.bridge import TrackerBridge
+from canfar_core.engine_logs import CORE_LOGGER, forward_logs
+from canfar_core.errors import CanfarError, ConfigurationError, SpecError
 from canfar_core.launch import remove_secrets_file
-from canfar_core.models import Session, SessionSpec
+from canfar_core.models import Session
 from canfar_core.outcome import Outcome
 from canfar_core.phase import Phase
-from canfar_core.refusals import refusal_sentence
-from canfar_core.sync import CanfarClient
-from pydantic import SecretStr
+from canfar_core.refusals import is_refusal, refusal_sentence
 from snakemake_interface_common.exceptions import ApiError, WorkflowError
 from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
 from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
-from snakemake_interface_executor_plugins.settings import DeploymentMethod
+from snakemake_interface_executor_plugins.utils import format_cli_arg, join_cli_args
 
 from snakemake_executor_plugin_canfar.diagnostics import failure_message
+from snakemake_executor_plugin_canfar.fingerprint import job_fingerprint
 from snakemake_executor_plugin_canfar.ledger import RunLedger, job_key
 from snakemake_executor_plugin_canfar.logs import save_job_log
-from snakemake_executor_plugin_canfar.naming import (
-    job_log_path,
-    new_run_id,
-    run_prefix,
-    session_name,
+from snakemake_executor_plugin_canfar.naming import job_log_path, run_prefix, session_name
+from snakemake_executor_plugin_canfar.resources import (
+    RequestError,
+    SessionRequest,
+    generated_defaults,
+    plan_request,
 )
-from snakemake_executor_plugin_canfar.resources import Defaults, RequestError, plan_request
-from snakemake_executor_plugin_canfar.settings import ExecutorSettings, settings_problems
-from snakemake_executor_plugin_canfar.status import SessionWatcher
+from snakemake_executor_plugin_canfar.run_context import RunContext, open_run
 from snakemake_executor_plugin_canfar.submission import (
     Plan,
     build_spec,
@@ -60,38 +54,29 @@ from snakemake_executor_plugin_canfar.submission import (
     write_secrets,
 )
 
-log = logging.getLogger(__name__)
-
-LOCAL_DEFAULT_IMAGE = "images.canfar.net/skaha/base:latest"
-# `python` is missing from many Debian-based images; `python3` exists wherever Python 3 does.
-DEFAULT_IMAGE_PYTHON = "python3"
-SHARED_ROOTS = ("/arc/", "/cavern/")
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+PLUGIN_LOGGER = "snakemake_executor_plugin_canfar"
 INFLIGHT_WAIT_SECONDS = 15.0
 ADOPTABLE = (Phase.PENDING, Phase.RUNNING)
 
 
-def runs_on_this_machine(config: CanfarConfig) -> bool:
-    """True for the embedded platform, in-process or on a loopback URL.
+class SessionBook:
+    """The sessions this run created or adopted, and creations still in flight.
 
-    Such a server runs sessions on this machine, so they see this filesystem and this
-    Python: no /arc check, the current interpreter, and a default image.
+    Shared by Snakemake's main thread (submission, cancellation) and the client's loop
+    (the moment a create returns), hence the lock.
     """
-    if config.is_local:
-        return True
-    return (urlparse(config.url).hostname or "") in LOOPBACK_HOSTS
 
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.created: set[str] = set()
+        self.adopted: set[str] = set()
+        self.inflight = 0
+        self.cancelling = False
 
-def status_intervals(seconds_between_checks: float, *, same_machine: bool) -> tuple[float, float]:
-    """Tracker (min, max) poll interval derived from `--seconds-between-status-checks`.
-
-    The tracker polls fast while sessions change state and backs off to the user's
-    interval while nothing happens. Sessions on this machine start in a second, so
-    the fast end is faster there; on CANFAR they take tens of seconds to start.
-    """
-    maximum = min(max(float(seconds_between_checks), 0.5), 120.0)
-    minimum = 0.5 if same_machine else min(max(maximum / 5, 0.5), maximum)
-    return minimum, maximum
+    def mine(self) -> set[str]:
+        """Every session id this run is responsible for."""
+        with self.lock:
+            return self.created | self.adopted
 
 
 class Executor(RemoteExecutor):
@@ -100,81 +85,30 @@ class Executor(RemoteExecutor):
     # -- setup -----------------------------------------------------------------------------
 
     def __post_init__(self) -> None:
-        self._ready = False
+        self.run: RunContext | None = None
+        # From here on, canfar-core's and this plugin's records land in Snakemake's log.
+        self._stop_forwarding = forward_logs(self.logger.log, (CORE_LOGGER, PLUGIN_LOGGER))
         try:
-            self._setup()
+            run, client = open_run(self.workflow)
         except BaseException as exc:
             # The base class started the status thread already; stop it with us.
             with self.lock:
                 self.wait = False
+            self._stop_forwarding()
             if isinstance(exc, WorkflowError):
                 # A configuration mistake: Snakemake prints an ApiError as one line,
                 # a WorkflowError with the plugin's source lines under it.
                 raise ApiError(str(exc)) from None
             raise
-
-    def _setup(self) -> None:
-        settings = self.workflow.executor_settings or ExecutorSettings()
-        self.settings: ExecutorSettings = settings
-        problems = settings_problems(settings)
-        if problems:
-            raise WorkflowError(" ".join(problems))
-
-        self.run_id = new_run_id()
-        self.workdir = Path(self.workflow.workdir_init).resolve()
-        config = self._resolve_config()
-        self.same_machine = runs_on_this_machine(config)
-        self.is_local = config.is_local
-        self._check_workdir()
-        self._check_deployment()
-
-        self.state_dir = (settings.state_dir or self.workdir / ".snakemake" / "canfar").resolve()
-        self.sessions_dir = self.state_dir / "sessions"
-        self.secrets_dir = self.state_dir / "secrets"
-        self.logdir = (settings.logdir or self.state_dir / "logs").resolve()
-        _check_writable(self.sessions_dir, "--canfar-state-dir", settings.state_dir)
-        if settings.logdir is not None:
-            _check_writable(self.logdir, "--canfar-logdir", settings.logdir)
-
-        self.client = CanfarClient(config)
-        where = "the embedded platform" if config.is_local else config.url
-        try:
-            self.context = self.client.context()
-            registries = self.client.repositories()
-        except (AuthenticationError, PermissionDeniedError) as exc:
-            self.client.close()
-            raise WorkflowError(refusal_sentence(exc, where=where, source=config.source)) from None
-        except ConfigurationError as exc:
-            self.client.close()
-            raise WorkflowError(str(exc)) from None
-        except CanfarError as exc:
-            self.client.close()
-            raise WorkflowError(f"Cannot reach CANFAR at {where}: {exc}") from None
-
-        image = settings.image or (LOCAL_DEFAULT_IMAGE if self.same_machine else None)
-        problems = []
-        if image and registries and not any(image.startswith(r) for r in registries):
-            problems.append(
-                f"--canfar-image={image!r} is not allowed: images must come from "
-                f"{', '.join(registries)}."
-            )
-        problems += self._size_problems()
-        if problems:
-            self.client.close()
-            raise WorkflowError(" ".join(problems))
-        self.defaults = Defaults(
-            image=image, cores=settings.cores, ram=settings.ram, gpus=settings.gpus
+        self.bridge = TrackerBridge(
+            client, min_interval=run.min_interval, max_interval=run.max_interval
         )
-
-        interval = self.workflow.remote_execution_settings.seconds_between_status_checks
-        min_interval, max_interval = status_intervals(interval, same_machine=self.same_machine)
-        self.watcher = SessionWatcher(
-            self.client, min_interval=min_interval, max_interval=max_interval
-        )
-        self.next_seconds_between_status_checks = min(1.0, min_interval)
-
+        self.next_seconds_between_status_checks = min(1.0, run.min_interval)
+        self.book = SessionBook()
+        self._said: set[str] = set()
         self._live: dict[str, Session] | None = None
-        self.ledger = RunLedger(self.state_dir)
+        self.ledger = RunLedger(run.state_dir)
+        self.run = run
         if self.ledger.open_count:
             # A previous run did not see all its sessions end: keep those still active,
             # the candidates for adoption.
@@ -183,95 +117,26 @@ class Executor(RemoteExecutor):
                 self.ledger.compact(alive={k for k, v in live.items() if v.phase in ADOPTABLE})
         else:
             self.ledger.compact()
-        self._created: set[str] = set()
-        self._adopted: set[str] = set()
-        self._inflight = 0
-        self._cancelling = False
-        self._state_lock = threading.Lock()
-        self._ready = True
         self.logger.info(
-            f"CANFAR executor: run {self.run_id} on {where}; sessions are named "
-            f"{run_prefix(self.run_id)}*; logs in {self.logdir}."
+            f"CANFAR executor: run {run.run_id} on {run.where}; sessions are named "
+            f"{run_prefix(run.run_id)}*; logs in {run.logdir}."
         )
-
-    def _size_problems(self) -> list[str]:
-        """The --canfar-cores/ram/gpus defaults the server cannot grant, one sentence each.
-
-        Checked once here rather than per job: a default above the server's largest
-        option would otherwise fail every job with a message naming the job's
-        threads or memory instead of the flag that was wrong.
-        """
-        problems = []
-        for name in ("cores", "ram", "gpus"):
-            value = getattr(self.settings, name)
-            if not value:
-                continue
-            try:
-                self.context.smallest_allowed(name, value, field=f"--canfar-{name}")
-            except SpecError as exc:
-                problems.append(str(exc))
-        return problems
-
-    def _resolve_config(self) -> CanfarConfig:
-        settings = self.settings
-        # Name the setting the credentials came from, not "arguments": the user set a
-        # flag or SNAKEMAKE_CANFAR_TOKEN, and that is what a refusal must point at.
-        source = "--canfar-token" if settings.token else "--canfar-certificate"
-        try:
-            config = resolve_config(
-                url=settings.url,
-                token=settings.token,
-                certificate=settings.certificate,
-                source=source,
-            )
-        except ConfigurationError as exc:
-            raise WorkflowError(str(exc)) from None
-        if settings.registry_username and settings.registry_secret:
-            config = config.model_copy(
-                update={
-                    "registry_username": settings.registry_username,
-                    "registry_secret": SecretStr(settings.registry_secret),
-                }
-            )
-        return config
-
-    def _check_workdir(self) -> None:
-        if self.same_machine or self.settings.skip_workdir_check:
-            return
-        if not str(self.workdir).startswith(SHARED_ROOTS):
-            raise WorkflowError(
-                f"The working directory {self.workdir} is not on CANFAR's shared filesystem "
-                "(/arc), so sessions cannot see it: run Snakemake from a directory under /arc "
-                "(e.g. /arc/projects/<project>), or pass --canfar-skip-workdir-check if this "
-                "server mounts it elsewhere."
-            )
-
-    def _check_deployment(self) -> None:
-        methods = self.workflow.deployment_settings.deployment_method
-        if DeploymentMethod.APPTAINER in methods and not self.same_machine:
-            raise WorkflowError(
-                "--software-deployment-method apptainer is not allowed with the canfar "
-                "executor: CANFAR sessions are unprivileged containers that cannot start "
-                "apptainer; give each rule an image with the canfar_image resource instead."
-            )
 
     def get_python_executable(self) -> str:
         """The interpreter that runs `-m snakemake` inside the session."""
-        if self.settings.python:
-            return self.settings.python
-        if self.same_machine or sys.executable.startswith(SHARED_ROOTS):
-            return sys.executable
-        return DEFAULT_IMAGE_PYTHON
+        assert self.run is not None
+        return self.run.python
 
-    @property
-    def cores(self) -> int | str:
-        """`--cores` for the job being formatted: the cores its session was granted.
+    def get_job_args(self, job: JobExecutorInterface, **kwargs: Any) -> str:
+        """Snakemake's job arguments, with `--cores` set to the cores the session gets.
 
         The default, `all`, makes Snakemake inside the container count the node's CPUs
-        (Kubernetes does not hide them), not the session's allocation.
+        (Kubernetes does not hide them), not the session's allocation. RemoteExecutor's
+        own `get_job_args` does not pass `cores=` on, so the granted count is appended:
+        Snakemake's parser keeps the last `--cores`.
         """
-        granted = getattr(self, "_formatting_cores", None)
-        return granted if granted is not None else super().cores
+        cores = kwargs.pop("cores", None) or self._request(job).cores
+        return join_cli_args([super().get_job_args(job), format_cli_arg("--cores", cores)])
 
     # -- submission ------------------------------------------------------------------------
 
@@ -303,28 +168,26 @@ class Executor(RemoteExecutor):
             plans.append(plan)
         if not plans:
             return
-        keys = {p.spec.name: p.key for p in plans}
-        with self._state_lock:
-            self._inflight += len(plans)
-        results = self.client.run(
+        by_name = {p.spec.name: p for p in plans}
+        with self.book.lock:
+            self.book.inflight += len(plans)
+        results = self.bridge.client.run(
             create_all(
-                self.client.aio,
+                self.bridge.client.aio,
                 [p.spec for p in plans],
                 concurrency=self.settings.submit_concurrency,
-                on_created=lambda spec, sid: self._on_created(keys[spec.name], spec, sid),
+                on_created=lambda spec, sid: self._on_created(by_name[spec.name], sid),
                 on_settled=self._on_settled,
             )
         )
-        fatal: BaseException | None = None
+        fatal: CanfarError | None = None
         for plan, result in zip(plans, results, strict=True):
             if not isinstance(result, str):
                 remove_secrets_file(plan.secrets_file)
             if isinstance(result, str):
                 self._start(plan, result)
-            elif isinstance(
-                result, AuthenticationError | PermissionDeniedError | ConfigurationError
-            ):
-                fatal = fatal or result
+            elif is_refusal(result) or isinstance(result, ConfigurationError):
+                fatal = fatal or result  # type: ignore[assignment]
             elif isinstance(result, SpecError):
                 # Refused before sending (e.g. an image outside the allowed registries).
                 self.report_job_error(SubmittedJobInfo(plan.job), msg=f"{plan.label}: {result} ")
@@ -336,37 +199,43 @@ class Executor(RemoteExecutor):
             else:
                 raise result
         if fatal is not None:
-            reason = getattr(fatal, "reason", None) or str(fatal)
-            raise WorkflowError(
-                f"CANFAR refused to create sessions ({reason}); check or renew the "
-                "credentials with `canfar login`."
-            )
+            raise WorkflowError(self._refusal(fatal))
+
+    @property
+    def settings(self) -> Any:
+        """This run's executor settings."""
+        assert self.run is not None
+        return self.run.settings
+
+    def _request(self, job: JobExecutorInterface) -> SessionRequest:
+        assert self.run is not None
+        members = list(getattr(job, "jobs", None) or []) if job.is_group() else [job]
+        return plan_request(
+            label=_label(job),
+            threads=job.threads,
+            resources=_resource_dict(job),
+            defaults=self.run.defaults,
+            context=self.run.server,
+            generated=generated_defaults(
+                [member.rule for member in members], _default_resources(self.workflow)
+            ),
+        )
 
     def _plan(self, job: JobExecutorInterface) -> Plan:
+        run = self.run
+        assert run is not None
         is_group = job.is_group()
-        # A group job's name lists its rules; its group id is what the user wrote.
-        title = str(getattr(job, "groupid", job.name)) if is_group else job.name
-        label = f"group {title}" if is_group else f"rule {title}"
-        resources = _resource_dict(job)
-        request = plan_request(
-            label=label,
-            threads=job.threads,
-            resources=resources,
-            defaults=self.defaults,
-            context=self.context,
-        )
-        name = session_name(self.run_id, title, job.jobid, job.attempt)
-        self._formatting_cores = request.cores
-        try:
-            command = self.format_job_exec(job)
-        finally:
-            self._formatting_cores = None
-        secrets_file = self.secrets_dir / f"{name}.sh" if self.envvars() else None
+        title = _title(job)
+        request = self._request(job)
+        for note in request.notes:
+            self._say_once(note + ".")
+        name = session_name(run.run_id, title, job.jobid, job.attempt)
+        secrets_file = run.secrets_dir / f"{name}.sh" if self.envvars() else None
         spec = build_spec(
-            label=label,
-            command=command,
-            workdir=self.workdir,
-            state_dir=self.sessions_dir,
+            label=_label(job),
+            command=self.format_job_exec(job),
+            workdir=run.workdir,
+            state_dir=run.sessions_dir,
             name=name,
             request=request,
             secrets_file=secrets_file,
@@ -374,7 +243,7 @@ class Executor(RemoteExecutor):
         wildcards = None if is_group else getattr(job, "wildcards_dict", None)
         return Plan(
             job=job,
-            label=label,
+            label=_label(job),
             log_rule=f"group_{title}" if is_group else title,
             wildcards=wildcards,
             name=name,
@@ -382,28 +251,38 @@ class Executor(RemoteExecutor):
             request=request,
             spec=spec,
             secrets_file=secrets_file,
+            fingerprint=job_fingerprint(job, request),
         )
 
-    def _on_created(self, key: str, spec: SessionSpec, session_id: str) -> None:
+    def _say_once(self, message: str) -> None:
+        if message not in self._said:
+            self._said.add(message)
+            self.logger.info(message)
+
+    def _on_created(self, plan: Plan, session_id: str) -> None:
         """Runs on the client's loop as soon as a session exists."""
-        with self._state_lock:
-            self._created.add(session_id)
-            cancelling = self._cancelling
-        self.ledger.record_submit(key, session_id, spec.name, self.run_id)
+        assert self.run is not None
+        with self.book.lock:
+            self.book.created.add(session_id)
+            cancelling = self.book.cancelling
+        self.ledger.record_submit(
+            plan.key, session_id, plan.spec.name, self.run.run_id, plan.fingerprint
+        )
         if cancelling:
-            self.watcher.delete_later(session_id)
+            self.bridge.delete_later(session_id)
 
     def _on_settled(self) -> None:
         """Runs on the client's loop when one creation has succeeded or failed."""
-        with self._state_lock:
-            self._inflight -= 1
+        with self.book.lock:
+            self.book.inflight -= 1
 
     def _start(self, plan: Plan, session_id: str, *, adopted: bool = False) -> None:
-        self.watcher.watch(
+        assert self.run is not None
+        self.bridge.watch(
             session_id,
             name=plan.name,
-            state_dir=str(self.sessions_dir),
-            pending_timeout=self.settings.pending_timeout or None,
+            state_dir=str(self.run.sessions_dir),
+            pending_timeout=self.run.pending_timeout,
             runtime_limit=plan.runtime_limit,
         )
         self.report_job_submission(
@@ -415,7 +294,13 @@ class Executor(RemoteExecutor):
     # -- restart adoption -------------------------------------------------------------------
 
     def _try_adopt(self, plan: Plan) -> bool:
-        """Adopt a session an earlier, killed Snakemake left running for this job."""
+        """Adopt a session an earlier, killed Snakemake left running for this same job.
+
+        "Same" means the fingerprint recorded with the session matches this plan's: a
+        session running older code, inputs or resources is deleted instead (one line
+        says so) and the job gets a new session.
+        """
+        assert self.run is not None
         candidates: list[str] = []
         try:
             registered = self.dag.incomplete_external_jobid(plan.job)
@@ -423,9 +308,8 @@ class Executor(RemoteExecutor):
             registered = None
         if registered:
             candidates.append(registered)
-        candidates += self.ledger.open_sessions(plan.key, exclude_run=self.run_id)
-        with self._state_lock:
-            mine = self._created | self._adopted
+        candidates += self.ledger.open_sessions(plan.key, exclude_run=self.run.run_id)
+        mine = self.book.mine()
         candidates = [c for c in dict.fromkeys(candidates) if c not in mine]
         if not candidates:
             return False
@@ -435,10 +319,11 @@ class Executor(RemoteExecutor):
             if session is None or session.phase not in ADOPTABLE:
                 self.ledger.record_done(session_id)
                 continue
-            with self._state_lock:
-                self._adopted.add(session_id)
-            if session_id not in self.ledger.open_sessions(plan.key):
-                self.ledger.record_submit(plan.key, session_id, session.name or "", self.run_id)
+            if self.ledger.fingerprint(session_id) != plan.fingerprint:
+                self._replace_stale(plan, session_id, session)
+                continue
+            with self.book.lock:
+                self.book.adopted.add(session_id)
             self.logger.info(
                 f"Adopting CANFAR session {session_id} ({session.name}, {session.phase}) "
                 f"started for {plan.label} by an earlier Snakemake run, instead of "
@@ -448,11 +333,25 @@ class Executor(RemoteExecutor):
             return True
         return False
 
+    def _replace_stale(self, plan: Plan, session_id: str, session: Session) -> None:
+        """Delete a session an earlier run started for this job with other code or resources."""
+        try:
+            self.bridge.client.delete(session_id)
+        except CanfarError as exc:
+            self.logger.warning(f"Could not delete CANFAR session {session_id}: {exc}")
+            return
+        self.ledger.record_done(session_id)
+        self.logger.info(
+            f"Deleted CANFAR session {session_id} ({session.name}), started for {plan.label} "
+            "by an earlier Snakemake run: the job's code, inputs or resources have changed "
+            "since, so it runs again in a new session."
+        )
+
     def _live_sessions(self) -> dict[str, Session]:
         """The platform's sessions, listed once per run (adoption happens at restart)."""
         if self._live is None:
             try:
-                listed = self.client.list_sessions(type="headless")
+                listed = self.bridge.client.list_sessions(type="headless")
             except CanfarError as exc:
                 self.logger.info(f"Cannot list sessions to look for ones to adopt: {exc}")
                 return {}
@@ -465,21 +364,20 @@ class Executor(RemoteExecutor):
         self, active_jobs: list[SubmittedJobInfo]
     ) -> AsyncGenerator[SubmittedJobInfo, None]:
         """Report finished jobs from the tracker's outcomes; yield the rest."""
-        ready = getattr(self, "_ready", False)
         for job_info in active_jobs:
             outcome: Outcome | None = None
-            if ready and job_info.external_jobid:
+            if self.run is not None and job_info.external_jobid:
                 try:
-                    outcome = self.watcher.outcome(job_info.external_jobid)
+                    outcome = self.bridge.outcome(job_info.external_jobid)
                 except Exception as exc:  # never let a status check end the run
-                    log.warning("Status of %s unavailable: %s", job_info.external_jobid, exc)
+                    self.logger.warning(f"Status of {job_info.external_jobid} unavailable: {exc}")
             if outcome is None:
                 yield job_info
                 continue
             try:
                 message, aux_logs = self._conclude(job_info, outcome)
             except Exception as exc:  # never let a status check end the run
-                log.exception("Concluding session %s failed", outcome.session_id)
+                self.logger.error(f"Reporting CANFAR session {outcome.session_id} failed: {exc}")
                 message = f"Reporting CANFAR session {outcome.session_id} failed: {exc}. "
                 aux_logs = []
             if message is None:
@@ -491,46 +389,60 @@ class Executor(RemoteExecutor):
         self, job_info: SubmittedJobInfo, outcome: Outcome
     ) -> tuple[str | None, list[str]]:
         """Save the log, close the books; the failure message (None on success) and logs."""
+        run = self.run
+        assert run is not None
         plan: Plan = (job_info.aux or {})["plan"]
         session_id = outcome.session_id
-        dest = job_log_path(self.logdir, plan.log_rule, plan.wildcards, plan.job.jobid, session_id)
-        saved = save_job_log(outcome, state_dir=self.sessions_dir, dest=dest)
+        dest = job_log_path(run.logdir, plan.log_rule, plan.wildcards, plan.job.jobid, session_id)
+        saved = save_job_log(outcome, state_dir=run.sessions_dir, dest=dest)
         remove_secrets_file(plan.secrets_file)  # if the session never started to read it
         self.ledger.record_done(session_id)
         if not self.settings.keep_sessions:
-            self.watcher.delete_later(session_id)
-        self.watcher.forget(session_id)
+            self.bridge.delete_later(session_id)
+        self.bridge.forget(session_id)
         if outcome.success:
             return None, []
         message = failure_message(
-            outcome,
-            label=plan.label,
-            request=plan.request,
-            pending_timeout=self.settings.pending_timeout or None,
+            outcome, label=plan.label, request=plan.request, pending_timeout=run.pending_timeout
         )
         return message, [str(saved)] if saved else []
 
+    def _refusal(self, error: CanfarError) -> str:
+        assert self.run is not None
+        if is_refusal(error):
+            return refusal_sentence(error, where=self.run.where, source=self.run.config.source)
+        return str(error)
+
     # -- cancellation and shutdown -------------------------------------------------------------
+
+    def cancel(self) -> None:
+        """Delete every session (Ctrl-C), shielded from a second Ctrl-C.
+
+        A second Ctrl-C while sessions are being deleted would otherwise interrupt the
+        deletion with a traceback and leave sessions running; it is answered with one
+        line instead, and the deletion finishes.
+        """
+        with _second_interrupt_ignored(self.logger):
+            super().cancel()
 
     def cancel_jobs(self, active_jobs: list[SubmittedJobInfo]) -> None:
         """Delete every session of this run (and adopted ones) and verify by listing."""
-        if not getattr(self, "_ready", False):
+        run = self.run
+        if run is None:
             return
-        with self._state_lock:
-            self._cancelling = True
+        with self.book.lock:
+            self.book.cancelling = True
         deadline = time.monotonic() + INFLIGHT_WAIT_SECONDS
         while time.monotonic() < deadline:
-            with self._state_lock:
-                if self._inflight <= 0:
+            with self.book.lock:
+                if self.book.inflight <= 0:
                     break
             time.sleep(0.1)
-        with self._state_lock:
-            ids = set(self._created) | set(self._adopted)
-        ids |= {j.external_jobid for j in active_jobs if j.external_jobid}
+        ids = self.book.mine() | {j.external_jobid for j in active_jobs if j.external_jobid}
         try:
-            left = self.watcher.cancel_all(
+            left = self.bridge.cancel_all(
                 ids,
-                name_prefix=run_prefix(self.run_id),
+                name_prefix=run_prefix(run.run_id),
                 include_finished=not self.settings.keep_sessions,
             )
         except Exception as exc:  # cancellation must never raise
@@ -538,7 +450,7 @@ class Executor(RemoteExecutor):
             return
         for session_id in ids - set(left):
             self.ledger.record_done(session_id)
-        for unread in self.secrets_dir.glob(f"{run_prefix(self.run_id)}*.sh"):
+        for unread in run.secrets_dir.glob(f"{run_prefix(run.run_id)}*.sh"):
             remove_secrets_file(unread)
         if left:
             self.logger.error(
@@ -546,39 +458,65 @@ class Executor(RemoteExecutor):
                 "`canfar delete <id>`."
             )
         else:
-            self.logger.info(f"Deleted {len(ids)} CANFAR session(s) of run {self.run_id}.")
+            self.logger.info(f"Deleted {len(ids)} CANFAR session(s) of run {run.run_id}.")
 
     def shutdown(self) -> None:
         """Stop status checks, finish background deletes, close the client."""
         super().shutdown()
-        watcher = getattr(self, "watcher", None)
-        if watcher is not None:
-            watcher.close()
-            if self.is_local:
-                _stop_embedded_platform()
+        if self.run is not None:
+            self.bridge.close()
+            if self.run.is_local:
+                self._stop_embedded_platform()
+        self._stop_forwarding()
+
+    def _stop_embedded_platform(self) -> None:
+        """Stop the in-process platform that `--canfar-url local` started for this run.
+
+        Its sessions all ended (or were cancelled) by now; left running, its background
+        tasks die with a traceback when the interpreter exits. Sessions a killed run
+        leaves behind survive in its state directory, and the next run's platform
+        re-adopts them.
+        """
+        from canfar_core.local import shared_platform, use_platform
+
+        try:
+            shared_platform().stop()
+        except Exception as exc:  # shutting down must not fail the run
+            self.logger.warning(f"Could not stop the embedded platform: {exc}")
+        use_platform(None)
 
 
-def _check_writable(directory: Path, flag: str, given: Path | None) -> None:
-    """Create `directory` and write a file in it, or raise a one-sentence WorkflowError.
+@contextlib.contextmanager
+def _second_interrupt_ignored(logger: Any) -> Iterator[None]:
+    """While the block runs, a SIGINT prints one line instead of raising."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
-    Sessions write their logs and exit codes there; finding out after the first job
-    ran would cost a session and report a confusing failure instead of this.
-    """
+    def answer(signum: int, frame: object) -> None:
+        logger.warning("Still deleting this run's CANFAR sessions; please wait.")
+
+    previous = signal.signal(signal.SIGINT, answer)
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".canfar-probe-"):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or exc.__class__.__name__
-        if given is None:
-            raise WorkflowError(
-                f"The state directory {directory} cannot be created or written ({reason}): "
-                f"run Snakemake in a directory you can write, or set {flag}."
-            ) from None
-        raise WorkflowError(
-            f"{flag}={str(given)!r} is not allowed: {directory} cannot be created or "
-            f"written ({reason}); use a directory on the shared filesystem that you can write."
-        ) from None
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _title(job: JobExecutorInterface) -> str:
+    # A group job's name lists its rules; its group id is what the user wrote.
+    return str(getattr(job, "groupid", job.name)) if job.is_group() else job.name
+
+
+def _label(job: JobExecutorInterface) -> str:
+    return f"group {_title(job)}" if job.is_group() else f"rule {_title(job)}"
+
+
+def _default_resources(workflow: Any) -> Any:
+    """The run's default resources as Snakemake parsed them (`--default-resources`)."""
+    settings = workflow.resource_settings
+    parsed = getattr(settings, "_parsed_default_resources", None)
+    return parsed if parsed is not None else (settings.default_resources or {})
 
 
 def _resource_dict(job: JobExecutorInterface) -> dict[str, Any]:
@@ -587,19 +525,3 @@ def _resource_dict(job: JobExecutorInterface) -> dict[str, Any]:
         return dict(resources.items())
     except AttributeError:
         return dict(resources)
-
-
-def _stop_embedded_platform() -> None:
-    """Stop the in-process platform that `--canfar-url local` started for this run.
-
-    Its sessions all ended (or were cancelled) by now; left running, its background
-    tasks die with a traceback when the interpreter exits. Sessions a killed run leaves
-    behind survive in its state directory, and the next run's platform re-adopts them.
-    """
-    from canfar_core.local import shared_platform, use_platform
-
-    try:
-        shared_platform().stop()
-    except Exception as exc:  # shutting down must not fail the run
-        log.warning("Could not stop the embedded platform: %s", exc)
-    use_platform(None)

@@ -35,8 +35,10 @@ def job_key(outputs: Iterable[object]) -> str:
 class RunLedger:
     """Append-only JSON lines at `<state dir>/ledger.jsonl`.
 
-    Records: `{"op": "submit", "key", "session", "name", "run", "t"}` and
+    Records: `{"op": "submit", "key", "session", "name", "run", "fingerprint", "t"}` and
     `{"op": "done", "session", "t"}`. Torn last lines (a kill mid-write) are ignored.
+    The fingerprint (`fingerprint.job_fingerprint`) says which code and request the
+    session runs; a record without one (written before it existed) matches nothing.
     """
 
     def __init__(self, state_dir: Path) -> None:
@@ -88,7 +90,15 @@ class RunLedger:
         with self._lock:
             return len(self._open)
 
-    def record_submit(self, key: str, session_id: str, name: str, run_id: str) -> None:
+    def fingerprint(self, session_id: str) -> str | None:
+        """The fingerprint recorded for an open session, if any."""
+        with self._lock:
+            value = (self._open.get(session_id) or {}).get("fingerprint")
+        return value if isinstance(value, str) else None
+
+    def record_submit(
+        self, key: str, session_id: str, name: str, run_id: str, fingerprint: str | None = None
+    ) -> None:
         """Note a created (or adopted) session before anything else can happen to it."""
         record = {
             "op": "submit",
@@ -96,6 +106,7 @@ class RunLedger:
             "session": session_id,
             "name": name,
             "run": run_id,
+            "fingerprint": fingerprint,
             "t": time.time(),
         }
         with self._lock:

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from canfar_core.config import url_problem
 from snakemake_interface_executor_plugins.settings import CommonSettings, ExecutorSettingsBase
 
 DEFAULT_PENDING_TIMEOUT = 3600
@@ -42,6 +41,7 @@ class ExecutorSettings(ExecutorSettingsBase):
     url: Optional[str] = field(
         default=None,
         metadata={
+            "metavar": "URL",
             "help": "Skaha API URL, e.g. https://ws-uv.canfar.net/skaha/v1, or 'local' for "
             "the embedded platform (runs sessions on this machine, no account needed). "
             "Default: CANFAR_URL, else the active server of `canfar login`, else canfar.net.",
@@ -51,6 +51,7 @@ class ExecutorSettings(ExecutorSettingsBase):
     token: Optional[str] = field(
         default=None,
         metadata={
+            "metavar": "TOKEN",
             "help": "CANFAR access token (prefer the environment variable; it is never "
             "logged). Default: CANFAR_TOKEN, else the credentials of `canfar login`, else "
             "~/.ssl/cadcproxy.pem.",
@@ -60,6 +61,7 @@ class ExecutorSettings(ExecutorSettingsBase):
     certificate: Optional[Path] = field(
         default=None,
         metadata={
+            "metavar": "PEM",
             "help": "Proxy certificate (PEM) to authenticate with instead of a token. "
             "Default: CANFAR_CERTIFICATE, else `canfar login`, else ~/.ssl/cadcproxy.pem.",
             "env_var": True,
@@ -68,15 +70,17 @@ class ExecutorSettings(ExecutorSettingsBase):
     image: Optional[str] = field(
         default=None,
         metadata={
+            "metavar": "IMAGE",
             "help": "Container image for every job, e.g. images.canfar.net/<project>/"
             "<image>:<tag>; it must contain Snakemake of the same minor version as this "
             "one (or see --canfar-python). A rule can override it with the canfar_image "
-            "resource. Default in local mode: images.canfar.net/skaha/base:latest.",
+            "resource. Default in local mode: images.canfar.net/skaha/astroml:latest.",
         },
     )
     python: Optional[str] = field(
         default=None,
         metadata={
+            "metavar": "PATH",
             "help": "Python interpreter inside the session that runs `-m snakemake`, e.g. "
             "/arc/home/<user>/envs/smk/bin/python. Default: this interpreter when it lives "
             "on the shared filesystem (or in local mode), else 'python3' from the image.",
@@ -85,6 +89,7 @@ class ExecutorSettings(ExecutorSettingsBase):
     cores: Optional[int] = field(
         default=None,
         metadata={
+            "metavar": "N",
             "help": "Minimum cores per session (default 1). A job's threads raise it to the "
             "smallest value the server allows; the canfar_cores resource overrides both.",
         },
@@ -92,6 +97,7 @@ class ExecutorSettings(ExecutorSettingsBase):
     ram: Optional[int] = field(
         default=None,
         metadata={
+            "metavar": "GIB",
             "help": "RAM in GiB for jobs that declare no mem_mb/mem_mib (default: the "
             "server's default request, 4 GiB on canfar.net). The canfar_ram resource "
             "overrides it per rule.",
@@ -100,6 +106,7 @@ class ExecutorSettings(ExecutorSettingsBase):
     gpus: Optional[int] = field(
         default=None,
         metadata={
+            "metavar": "N",
             "help": "GPUs for jobs that declare no gpu resource (default: none). The "
             "canfar_gpus resource overrides it per rule.",
         },
@@ -107,6 +114,7 @@ class ExecutorSettings(ExecutorSettingsBase):
     pending_timeout: int = field(
         default=DEFAULT_PENDING_TIMEOUT,
         metadata={
+            "metavar": "SECONDS",
             "help": "Seconds a session may stay Pending (queued, pulling its image, or "
             "unschedulable) before it is deleted and the job fails with the session's "
             "events. 0 waits forever.",
@@ -122,6 +130,7 @@ class ExecutorSettings(ExecutorSettingsBase):
     state_dir: Optional[Path] = field(
         default=None,
         metadata={
+            "metavar": "DIR",
             "help": "Directory on the shared filesystem for session logs, exit codes and "
             "the run ledger that lets a restarted Snakemake adopt running sessions. "
             "Default: .snakemake/canfar in the working directory.",
@@ -130,6 +139,7 @@ class ExecutorSettings(ExecutorSettingsBase):
     logdir: Optional[Path] = field(
         default=None,
         metadata={
+            "metavar": "DIR",
             "help": "Where each job's log is saved, as <logdir>/<rule>/<wildcards>/"
             "<jobid>-<session id>.log. Default: <state dir>/logs.",
         },
@@ -137,6 +147,7 @@ class ExecutorSettings(ExecutorSettingsBase):
     submit_concurrency: int = field(
         default=DEFAULT_SUBMIT_CONCURRENCY,
         metadata={
+            "metavar": "N",
             "help": "How many session creations may be in flight at once (each takes "
             "seconds on CANFAR).",
         },
@@ -144,6 +155,7 @@ class ExecutorSettings(ExecutorSettingsBase):
     registry_username: Optional[str] = field(
         default=None,
         metadata={
+            "metavar": "NAME",
             "help": "Harbor username for private images (sent as x-skaha-registry-auth). "
             "Default: the registry credentials of `canfar login`.",
             "env_var": True,
@@ -152,6 +164,7 @@ class ExecutorSettings(ExecutorSettingsBase):
     registry_secret: Optional[str] = field(
         default=None,
         metadata={
+            "metavar": "SECRET",
             "help": "Harbor CLI secret for private images (prefer the environment "
             "variable; it is never logged).",
             "env_var": True,
@@ -169,46 +182,3 @@ class ExecutorSettings(ExecutorSettingsBase):
         # Keep secrets out of any debug output that prints the settings object.
         shown = {k: v for k, v in vars(self).items() if k not in ("token", "registry_secret")}
         return f"ExecutorSettings({shown})"
-
-
-def settings_problems(settings: ExecutorSettings) -> list[str]:
-    """One sentence per invalid setting (field, value, what is allowed).
-
-    Only what can be judged without the server; the sizes are checked against its
-    `/context` options once it has been reached (`Executor._setup`).
-    """
-    problems = []
-    if settings.url is not None:
-        problem = url_problem(settings.url.strip().rstrip("/"))
-        if problem is not None:
-            problems.append(f"--canfar-url={settings.url!r} is not allowed: {problem}.")
-    if settings.image is not None and not settings.image.strip():
-        problems.append(
-            f"--canfar-image={settings.image!r} is not allowed: give an image such as "
-            "images.canfar.net/<project>/<name>:<tag>."
-        )
-    for name in ("cores", "ram"):
-        value = getattr(settings, name)
-        if value is not None and value < 1:
-            problems.append(f"--canfar-{name}={value} is not allowed: it must be at least 1.")
-    if settings.gpus is not None and settings.gpus < 1:
-        # Unset already means no GPUs; 0 or less is most likely a typo for a count.
-        problems.append(
-            f"--canfar-gpus={settings.gpus} is not allowed: leave it unset for no GPUs, "
-            "otherwise at least 1."
-        )
-    if settings.pending_timeout < 0:
-        problems.append(
-            f"--canfar-pending-timeout={settings.pending_timeout} is not allowed: "
-            "use a number of seconds, or 0 to wait forever."
-        )
-    if settings.submit_concurrency < 1:
-        problems.append(
-            f"--canfar-submit-concurrency={settings.submit_concurrency} is not allowed: "
-            "it must be at least 1."
-        )
-    if bool(settings.registry_username) != bool(settings.registry_secret):
-        problems.append(
-            "--canfar-registry-username and --canfar-registry-secret must be given together."
-        )
-    return problems

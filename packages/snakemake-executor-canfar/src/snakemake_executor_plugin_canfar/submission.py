@@ -25,12 +25,9 @@ from canfar_core.client import AsyncCanfarClient
 from canfar_core.errors import SpecError
 from canfar_core.launch import envelope, remove_secrets_file, write_secrets_file
 from canfar_core.models import SessionSpec
+from canfar_core.runtime_limit import runtime_backstop
 
 from snakemake_executor_plugin_canfar.resources import RequestError, SessionRequest
-
-# The tracker deletes a Running session this long after its runtime if the envelope's
-# own timer (which exits 124) has not ended it: the envelope's kill grace plus margin.
-RUNTIME_BACKSTOP_SECONDS = 90.0
 
 
 @dataclass
@@ -46,12 +43,12 @@ class Plan:
     request: SessionRequest
     spec: SessionSpec = field(repr=False)
     secrets_file: Path | None = None
+    fingerprint: str = ""
 
     @property
     def runtime_limit(self) -> float | None:
         """The tracker's backstop limit on the Running phase."""
-        seconds = self.request.runtime_seconds
-        return None if seconds is None else seconds + RUNTIME_BACKSTOP_SECONDS
+        return runtime_backstop(self.request.runtime_seconds)
 
 
 def build_spec(

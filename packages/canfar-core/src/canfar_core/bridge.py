@@ -1,10 +1,12 @@
-"""One session tracker for the whole run, bridged across threads.
+"""One session tracker, bridged to an engine's threads.
 
-Snakemake calls `check_active_jobs` on its own event loop in its own thread; the CANFAR
-client and its tracker live on the client's private loop. The tracker polls the
-session list once per tick for every job; Snakemake's side only reads resolved
-outcomes from memory, so a status check never makes a request and never raises for a
-transient API failure (the tracker keeps the last known state through outages).
+Engines call from threads of their own (Snakemake's status checks run on its own event
+loop in its own thread; Prefect's task runner waits in one thread per task), while the
+CANFAR client and its tracker live on the blocking client's private loop. The bridge
+owns the tracker there and offers thread-safe calls: `watch` returns once the tracker
+knows a session, `outcome` only reads resolved outcomes from memory (a status check
+never makes a request and never raises for a transient API failure, the tracker keeps
+the last known state through outages), `wait` blocks one thread until a session ends.
 """
 
 from __future__ import annotations
@@ -34,43 +36,47 @@ async def _running_loop() -> asyncio.AbstractEventLoop:
     return asyncio.get_running_loop()
 
 
-class SessionWatcher:
-    """Owns the tracker on the client's loop; every method is safe from any thread."""
+async def _new_tracker(client: CanfarClient, options: dict[str, Any]) -> SessionTracker:
+    # Built on the client's loop: the tracker's loop-bound state belongs there.
+    return SessionTracker(client.aio, **options)
 
-    def __init__(self, client: CanfarClient, *, min_interval: float, max_interval: float) -> None:
+
+class TrackerBridge:
+    """Owns a tracker on the client's loop; every method is safe from any thread.
+
+    `tracker_options` are SessionTracker's (intervals, outage tolerance, ...).
+    """
+
+    def __init__(self, client: CanfarClient, **tracker_options: Any) -> None:
         self.client = client
         self._loop = client.run(_running_loop())
-        self.tracker = SessionTracker(
-            client.aio, min_interval=min_interval, max_interval=max_interval
-        )
+        self.tracker: SessionTracker = client.run(_new_tracker(client, tracker_options))
         self._failures: dict[str, BaseException] = {}
         self._background: set[concurrent.futures.Future[Any]] = set()
         self._lock = threading.Lock()
 
     # -- watching -------------------------------------------------------------------------
 
-    def watch(
-        self,
-        session_id: str,
-        *,
-        name: str,
-        state_dir: str,
-        pending_timeout: float | None,
-        runtime_limit: float | None,
-    ) -> None:
-        """Start watching a session (returns once the tracker knows it)."""
+    def watch(self, session_id: str, **options: Any) -> None:
+        """Start watching a session (returns once the tracker knows it).
+
+        `options` are SessionTracker.watch's (name, state_dir, timeouts, ...).
+        """
 
         async def start() -> None:
-            future = self.tracker.watch(
-                session_id,
-                name=name,
-                state_dir=state_dir,
-                pending_timeout=pending_timeout,
-                runtime_limit=runtime_limit,
-            )
+            future = self.tracker.watch(session_id, **options)
             future.add_done_callback(lambda f: self._note_failure(session_id, f))
 
         self.client.run(start())
+
+    def wait(self, session_id: str, timeout: float | None = None) -> Outcome:
+        """Block this thread until a watched session ends; its Outcome.
+
+        Raises what the tracker raised for it (TrackerOutageError after a long outage),
+        or TimeoutError after `timeout` seconds.
+        """
+        future = asyncio.run_coroutine_threadsafe(self.tracker.wait(session_id), self._loop)
+        return future.result(timeout)
 
     def _note_failure(self, session_id: str, future: asyncio.Future[Outcome]) -> None:
         if future.cancelled():
@@ -98,6 +104,10 @@ class SessionWatcher:
             exit_code=None,
             reason=f"its state could not be read from CANFAR: {error}",
         )
+
+    def failure(self, session_id: str) -> BaseException | None:
+        """What the tracker raised for a watch it gave up on, if it did."""
+        return self._failures.get(session_id)
 
     def forget(self, session_id: str) -> None:
         """Drop a reported outcome (keeps memory flat in long runs)."""
