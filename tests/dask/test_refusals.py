@@ -67,3 +67,12 @@ def test_a_refused_create_fails_the_cluster_and_leaves_no_session(platform, clus
         CanfarCluster(**cluster_kwargs, n_workers=2)
     assert len(platform.created()) == 1, "the other worker's session was created ..."
     assert listed(platform) == [], "... and deleted when the cluster closed"
+
+
+def test_a_shared_dir_sessions_cannot_see_is_refused(tmp_path, monkeypatch) -> None:
+    # A real server (not this machine): its sessions see only /arc and /cavern. No
+    # request is sent: the directory is refused first.
+    monkeypatch.setenv("CANFAR_URL", "https://ws-uv.canfar.net/skaha/v1")
+    monkeypatch.setenv("CANFAR_TOKEN", "not-used")
+    with pytest.raises(SpecError, match=r"^shared_dir='.*' is not allowed: a directory the "):
+        CanfarCluster(image="images.canfar.net/x/y:1", shared_dir=str(tmp_path / "s"))

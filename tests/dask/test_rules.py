@@ -63,3 +63,19 @@ def test_a_worker_end_names_the_session_its_reason_and_what_dask_does() -> None:
         "Dask worker dask-x-0 ended unexpectedly: CANFAR session abc12345 (out-of-memory, "
         "exit code 137): killed (OOM). Dask reruns its unfinished tasks on the other workers."
     )
+
+
+def test_sizes_are_raised_to_the_servers_options_and_said_so(caplog) -> None:
+    from canfar_core.context import Context
+    from canfar_core.dask.options import granted
+    from canfar_core.errors import SpecError
+
+    context = Context.model_validate({"cores": {"options": [1, 2, 4, 8]}})
+    with caplog.at_level("WARNING", logger="canfar_core.dask"):
+        assert granted(context, "cores", 3) == 4
+        assert granted(context, "cores", 1.5) == 2  # rounding to a whole number: silent
+    assert [r.getMessage() for r in caplog.records] == [
+        "Each worker session: cores 3 raised to 4, the smallest value the server allows."
+    ]
+    with pytest.raises(SpecError, match="the largest cores allowed is 8"):
+        granted(context, "cores", 9)

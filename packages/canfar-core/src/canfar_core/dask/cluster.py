@@ -21,9 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 import shutil
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ from distributed.deploy.spec import SpecCluster
 from distributed.scheduler import Scheduler
 from pydantic import SecretStr
 
+from canfar_core.allowed import check_registry
 from canfar_core.config import CanfarConfig, resolve_config
 from canfar_core.dask.credentials import cluster_security
 from canfar_core.dask.network import address_facing, is_loopback, warn_if_unreachable
@@ -42,25 +41,26 @@ from canfar_core.dask.options import (
     WorkerPlan,
     checked_env,
     checked_scheduler,
+    checked_shared_dir,
     checked_text,
+    default_workdir,
     granted,
     optional_seconds,
     positive_number,
     whole_number,
-    writable_directory,
 )
 from canfar_core.dask.scheduler import SchedulerSession
 from canfar_core.dask.sessions import ClusterSessions
 from canfar_core.dask.worker import RETIRE_GRACE_SECONDS, CanfarWorker
-from canfar_core.errors import SpecError
-from canfar_core.models import SessionSpec
+from canfar_core.errors import CanfarApiError, SpecError
+from canfar_core.local import LOCAL_IMAGE, runs_on_this_machine, session_python
 from canfar_core.names import unique_name
 from canfar_core.outcome import Outcome
+from canfar_core.refusals import is_refusal, refusal_sentence
 from canfar_core.sync import CanfarClient
 
 log = logging.getLogger("canfar_core.dask")
 
-LOCAL_IMAGE = "images.canfar.net/skaha/astroml:latest"
 # After this many worker sessions in a row end before their worker ever connected, the
 # cluster stops starting new ones: the image or the network is wrong, and every new
 # session would fail the same way.
@@ -76,7 +76,8 @@ class CanfarCluster(SpecCluster):
 
     Args:
         image: the workers' image; it needs Python with `distributed` (the version this
-            process has) and whatever the tasks import. Optional with `CANFAR_URL=local`.
+            process has) and whatever the tasks import. Optional when the platform runs on
+            this machine (`CANFAR_URL=local`, or a loopback URL).
         cores, ram: each worker session's cores and RAM (GiB), rounded up to the server's
             allowed options; the worker gets one thread per core and the RAM as its
             memory limit.
@@ -85,13 +86,14 @@ class CanfarCluster(SpecCluster):
             the address that faces the platform; `"session"` runs it in a session of its
             own and reads its address from a scheduler file on the shared filesystem.
         shared_dir: a directory this process and the sessions share (on CANFAR, under
-            `/arc`), for the credentials' hand-off and the sessions' exit and log files;
-            default `~/.cache/canfar-core/dask`.
+            `/arc` or `/cavern`), for the credentials' hand-off and the sessions' exit and
+            log files; default `~/.cache/canfar-core/dask`.
         url, token, certificate: the server and credentials; by default the usual
             resolution (`CANFAR_URL`, `~/.canfar/config.yaml`, `~/.ssl/cadcproxy.pem`).
-        python: the interpreter in the sessions (default `python`; with
-            `CANFAR_URL=local` this interpreter).
-        workdir: the workers' working directory (default: the current directory).
+        python: the interpreter in the sessions (default `python3`; on this machine's
+            platform this interpreter).
+        workdir: the workers' working directory (default: the current directory when
+            the sessions see it, under /arc or /cavern; else each session's $HOME).
         env: extra, non-secret environment variables for the workers.
         nanny: run each worker under a Dask nanny (restarts it when it runs out of memory).
         death_timeout: seconds a worker waits for an unreachable scheduler before it
@@ -152,23 +154,24 @@ class CanfarCluster(SpecCluster):
         if image is not None:
             checked_text("image", image, "an image reference such as images.canfar.net/...")
         config = resolve_config(url, token, certificate)
+        local = runs_on_this_machine(config)
         if image is None:
-            if not config.is_local:
+            if not local:
                 raise SpecError(
                     "image", None, "CanfarCluster needs an image (e.g. images.canfar.net/...)"
                 )
             image = LOCAL_IMAGE
         self._cluster_name = unique_name(name or "dask", max_length=CLUSTER_NAME_LENGTH)
         root = Path(shared_dir) if shared_dir is not None else default_shared_dir()
-        directory = writable_directory("shared_dir", root.expanduser()) / self._cluster_name
+        directory = checked_shared_dir(root, local=local) / self._cluster_name
         granted_cores, granted_ram, base_url = _server_facts(config, image, cores, ram)
 
         self.worker_plan = WorkerPlan(
             image=image,
             cores=granted_cores,
             ram=granted_ram,
-            python=python or (sys.executable if config.is_local else "python"),
-            workdir=str(workdir) if workdir is not None else os.getcwd(),
+            python=python or session_python(local),
+            workdir=str(workdir) if workdir is not None else default_workdir(local),
             env=extra_env,
             nanny=nanny,
             death_timeout=death_timeout,
@@ -421,12 +424,22 @@ def default_shared_dir() -> Path:
 def _server_facts(
     config: CanfarConfig, image: str, cores: float, ram: float
 ) -> tuple[int, int, str]:
-    """Granted cores and RAM, checked with the image against the server, and its URL."""
+    """Granted cores and RAM, the image checked against the registries, the server's URL.
+
+    Credentials the server refuses get the sentence every engine prints for them.
+    """
     with CanfarClient(config) as client:
-        context = client.context()
+        try:
+            context = client.context()
+            registries = client.repositories()
+        except CanfarApiError as exc:
+            if not is_refusal(exc):
+                raise
+            where = "the embedded platform" if config.is_local else config.url
+            sentence = refusal_sentence(exc, where=where, source=config.source)
+            raise type(exc)(exc.status, sentence, method=exc.method, path=exc.path) from None
+        check_registry(image, registries)
         granted_cores = granted(context, "cores", cores)
         granted_ram = granted(context, "ram", ram)
-        probe = SessionSpec(name="dask-probe", image=image, cores=granted_cores, ram=granted_ram)
-        client.run(client.aio.validate(probe))
         base_url = client.aio.base_url or config.url
     return granted_cores, granted_ram, base_url

@@ -17,8 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from canfar_core.allowed import fit
 from canfar_core.context import Context
 from canfar_core.errors import SpecError
+from canfar_core.local import on_shared_filesystem
 from canfar_core.models import ENV_KEY_PATTERN
 
 log = logging.getLogger("canfar_core.dask")
@@ -35,7 +37,7 @@ class WorkerPlan:
     cores: int
     ram: int
     python: str
-    workdir: str
+    workdir: str | None
     env: Mapping[str, str] = field(default_factory=dict)
     nanny: bool = True
     death_timeout: float = 60.0
@@ -128,16 +130,28 @@ def writable_directory(name: str, path: Path) -> Path:
 
 
 def granted(context: Context, resource: str, requested: float) -> int:
-    """The server's smallest allowed value at or above `requested`, saying so if it differs."""
-    value = context.smallest_allowed(resource, requested, field=resource)
-    if value != requested:
-        unit = " GiB" if resource == "ram" else ""
-        log.warning(
-            "%s=%g is not an option of this server; each worker session gets %d%s, the "
-            "smallest allowed value above it.",
-            resource,
-            requested,
-            value,
-            unit,
+    """The server's smallest allowed value at or above `requested` (the shared rule),
+    saying so when that is more than rounding to a whole number."""
+    fitted = fit(context, resource, requested, field=resource)
+    if fitted.note is not None:
+        log.warning("Each worker session: %s.", fitted.note)
+    return fitted.value
+
+
+def checked_shared_dir(path: Path, *, local: bool) -> Path:
+    """A writable directory the sessions see too (anywhere on this machine's platform)."""
+    path = writable_directory("shared_dir", path.expanduser())
+    if not local and not on_shared_filesystem(path.resolve()):
+        raise SpecError(
+            "shared_dir",
+            str(path),
+            "a directory the sessions see too, under /arc or /cavern (a CANFAR session's "
+            "home is there); the workers read their credentials from it",
         )
-    return value
+    return path
+
+
+def default_workdir(local: bool) -> str | None:
+    """The current directory when sessions see it, else None (each session's $HOME)."""
+    cwd = Path.cwd()
+    return str(cwd) if local or on_shared_filesystem(cwd) else None
