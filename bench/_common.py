@@ -455,3 +455,26 @@ class PrefectServer:
 
     def stop(self) -> None:
         stop_process(self.process)
+
+
+def timed_map(runner: Any, count: int, seconds: float = 0.0) -> tuple[float, list[int]]:
+    """Run a flow mapping a task `count` times under `runner`: (wall seconds, results).
+
+    The task squares its input, after sleeping `seconds` (0: a trivial task). It is
+    defined here, inside the call, so that every runner pickles it by value.
+    """
+    from prefect import flow, task
+
+    @task
+    def square(x: int) -> int:
+        if seconds:
+            time.sleep(seconds)
+        return x * x
+
+    @flow(task_runner=runner)
+    def squares(n: int) -> list[int]:
+        return square.map(range(n)).result()
+
+    started = time.perf_counter()
+    result = squares(count)
+    return time.perf_counter() - started, result

@@ -24,7 +24,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -39,27 +38,9 @@ from _common import (
     print_table,
     ratio,
     request_breakdown,
+    timed_map,
     verdict,
 )
-
-
-def timed_map(runner: Any, count: int, seconds: float = 0.0) -> tuple[float, list[int]]:
-    """Run a flow mapping a task `count` times under `runner`; (wall seconds, results)."""
-    from prefect import flow, task
-
-    @task
-    def work(x: int) -> int:
-        if seconds:
-            time.sleep(seconds)
-        return x * x
-
-    @flow(task_runner=runner)
-    def fan_out(n: int) -> list[int]:
-        return work.map(range(n)).result()
-
-    started = time.perf_counter()
-    result = fan_out(count)
-    return time.perf_counter() - started, result
 
 
 def dask_runner(shared: Path, *, workers: int, cores: int) -> Any:
