@@ -257,8 +257,14 @@ class ServedPlatform:
     log: Path
 
     @classmethod
-    def start(cls, root: Path, *, cores: float, ram_gib: float) -> ServedPlatform:
-        """Serve on a free loopback port with the capacity the benchmark needs."""
+    def start(
+        cls, root: Path, *, cores: float, ram_gib: float, start_delay: float = 0.0
+    ) -> ServedPlatform:
+        """Serve on a free loopback port with the capacity the benchmark needs.
+
+        `start_delay`: seconds each session stays Pending after admission before its
+        command starts (CANFAR's scheduling and image start; `--start-delay`).
+        """
         root.mkdir(parents=True, exist_ok=True)
         cli = Path(VENV_BIN) / "canfar-local"
         command = [str(cli)] if cli.exists() else [PYTHON, "-m", "canfar_local.cli"]
@@ -277,6 +283,8 @@ class ServedPlatform:
                     "--ram",
                     str(ram_gib),
                     "--kill-on-exit",
+                    "--start-delay",
+                    str(start_delay),
                 ],
                 stdout=subprocess.PIPE,
                 stderr=errors,
@@ -447,3 +455,26 @@ class PrefectServer:
 
     def stop(self) -> None:
         stop_process(self.process)
+
+
+def timed_map(runner: Any, count: int, seconds: float = 0.0) -> tuple[float, list[int]]:
+    """Run a flow mapping a task `count` times under `runner`: (wall seconds, results).
+
+    The task squares its input, after sleeping `seconds` (0: a trivial task). It is
+    defined here, inside the call, so that every runner pickles it by value.
+    """
+    from prefect import flow, task
+
+    @task
+    def square(x: int) -> int:
+        if seconds:
+            time.sleep(seconds)
+        return x * x
+
+    @flow(task_runner=runner)
+    def squares(n: int) -> list[int]:
+        return square.map(range(n)).result()
+
+    started = time.perf_counter()
+    result = squares(count)
+    return time.perf_counter() - started, result

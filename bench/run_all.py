@@ -24,7 +24,7 @@ from pathlib import Path
 
 from _common import BENCH_DIR, PYTHON, REPO_ROOT, load_average, stop_process, versions
 
-# (script, arguments, time limit in seconds). About 10 minutes on 2 idle cores, 15 under a
+# (script, arguments, time limit in seconds). About 22 minutes on 2 idle cores, 30 under a
 # load average of 8; the limits only stop a script that hangs.
 SCRIPTS: tuple[tuple[str, tuple[str, ...], int], ...] = (
     ("snakemake_overhead", (), 900),
@@ -38,6 +38,8 @@ SCRIPTS: tuple[tuple[str, tuple[str, ...], int], ...] = (
     # 50 jobs x 200 MB: writes 10 GB to the temporary directory (deleted afterwards).
     ("driver_memory", (), 1200),
     ("events_cost", (), 300),
+    # About 12 minutes, most of it CanfarTaskRunner paying a 20 s start for each of 200 tasks.
+    ("dask_cluster", (), 1800),
 )
 METRIC = re.compile(r"^([a-z][a-z0-9_]*): (\S.*)$")
 

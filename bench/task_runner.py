@@ -40,6 +40,7 @@ from _common import (
     print_table,
     ratio,
     request_breakdown,
+    timed_map,
     verdict,
 )
 
@@ -61,23 +62,6 @@ def interpreter_floor(repeats: int = 3) -> tuple[float, float]:
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     return sorted(walls)[len(walls) // 2], sorted(cpus)[len(cpus) // 2]
-
-
-def timed_map(runner: Any, count: int) -> tuple[float, list[int]]:
-    """Run a flow mapping the trivial task `count` times under `runner`."""
-    from prefect import flow, task
-
-    @task
-    def square(x: int) -> int:
-        return x * x
-
-    @flow(task_runner=runner)
-    def squares(n: int) -> list[int]:
-        return square.map(range(n)).result()
-
-    started = time.perf_counter()
-    result = squares(count)
-    return time.perf_counter() - started, result
 
 
 def main() -> int:

@@ -74,10 +74,17 @@ def reduce_night(out: str = "reduction-output", frames: int = 6) -> dict[str, fl
         calibrated = calibrate_frame.map(raw.result(), bias, flat)
     with canfar_options(cores=2, ram=2):
         catalogs = detect_sources.map(calibrated)
+    return summarise(out, frames, calibrated.result(), catalogs.result())
+
+
+def summarise(
+    out: str, frames: int, calibrated: list[str], catalogs: list[str]
+) -> dict[str, float]:
+    """Merge the catalogues, draw the picture, compare with the planted stars (in the flow)."""
     merged = Path(out) / "results" / "merged.ecsv"
-    sources = reduction.merge([Path(p) for p in catalogs.result()], merged)
+    sources = reduction.merge([Path(p) for p in catalogs], merged)
     picture = Path(out) / "results" / "summary.png"
-    reduction.summary_plot([Path(p) for p in calibrated.result()], merged, picture)
+    reduction.summary_plot([Path(p) for p in calibrated], merged, picture)
     summary = {"frames": frames, "sources": sources}
     summary.update(reduction.match_truth(merged, Path(out) / "raw" / "truth.json"))
     print(f"{sources} sources in {frames} frames; picture: {picture}")

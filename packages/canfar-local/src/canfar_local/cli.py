@@ -47,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.max_interactive_sessions,
         help="interactive sessions per user",
     )
+    serve.add_argument(
+        "--start-delay",
+        type=float,
+        default=defaults.start_delay_seconds,
+        metavar="S",
+        help="seconds from admission to the command's start (CANFAR's image start)",
+    )
     serve.add_argument("--user", help="name of the default user (default: the OS user)")
     serve.add_argument(
         "--forbid", action="append", default=[], metavar="USER", help="answer 403 to this user"
@@ -158,6 +165,10 @@ def config_from(args: argparse.Namespace) -> PlatformConfig:
             raise PlatformError(
                 f"{flag}={value:g} is not allowed: the machine's capacity must be greater than 0."
             )
+    if not args.start_delay >= 0:
+        raise PlatformError(
+            f"--start-delay={args.start_delay:g} is not allowed: a number of seconds >= 0."
+        )
     for path in (args.tls_cert, args.tls_key, args.client_ca, args.client_ca_key, args.session_ca):
         if path is not None and not path.is_file():
             raise PlatformError(f"no such file: {path}")
@@ -169,6 +180,7 @@ def config_from(args: argparse.Namespace) -> PlatformConfig:
         "ram_gib": args.ram,
         "retention_seconds": args.retention,
         "deadline_seconds": args.deadline,
+        "start_delay_seconds": args.start_delay,
         "max_interactive_sessions": args.max_interactive,
         "default_user": args.user,
         "forbidden_users": frozenset(args.forbid),

@@ -136,6 +136,11 @@ class PlatformConfig:
     max_form_bytes: int = 2 * 1024 * 1024
     max_object_bytes: int = 1536 * 1024
 
+    # CANFAR's scheduling and image start: seconds between a session's admission (when it
+    # gets its startTime) and its command starting. The session is Pending meanwhile, as a
+    # pod is while its image is pulled and its container created; a delete cancels it.
+    start_delay_seconds: float = 0.0
+
     # TLS (client-certificate CN -> user).
     tls_cert: Path | None = None
     tls_key: Path | None = None

@@ -266,6 +266,7 @@ class SessionManager:
                 "log": str(self.log_path(record.id)),
                 "memory_limit_bytes": int(record.ram_limit_gib * GIB),
                 "deadline": record.start_time + record.deadline_seconds,
+                "start_at": now + self.config.start_delay_seconds,
                 "poll": self.config.memory_poll_seconds,
                 "poll_max": self.config.memory_poll_max_seconds,
                 "grace": self.config.kill_grace_seconds,

@@ -5,7 +5,8 @@ is imported: it must start fast and import only the standard library).  It is st
 own session so it outlives the server; the server can be SIGKILLed and restarted, and learns
 what happened from the files written here:
 
-* ``spec.json``    (input)  argv, env, cwd, log path, memory limit, deadline, poll settings;
+* ``spec.json``    (input)  argv, env, cwd, log path, memory limit, deadline, poll settings,
+                            the time the command may start (the platform's start delay);
 * ``deadline``     (input)  optional epoch seconds overriding the deadline (renew);
 * ``started.json`` (output) the command's pid and start ticks once it is running;
 * ``usage.json``   (output) resident memory and CPU use, refreshed every few seconds;
@@ -253,9 +254,29 @@ class Supervisor:
         self.kill_group(pgid, signal.SIGKILL)
         self.child.wait()
 
+    def wait_for_start(self) -> bool:
+        """Wait until ``start_at`` (the platform's start delay); False if stopped meanwhile.
+
+        This is the image pull and container creation of a real pod: the session is
+        admitted and Pending, nothing runs yet, and a delete (SIGTERM) ends the wait.
+        """
+        start_at = float(self.spec.get("start_at") or 0.0)  # type: ignore[arg-type]
+        while not self.stop_requested:
+            remaining = start_at - time.time()
+            if remaining <= 0:
+                return True
+            readable, _, _ = select.select([self.wake_read], [], [], remaining)
+            if readable:
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(self.wake_read, 512):
+                        pass
+        return False
+
     def run(self) -> int:
         """Start the command in its own process group and supervise it to the end."""
         become_subreaper()
+        if not self.wait_for_start():
+            return self.finish(143, "Terminated", "deleted before its container started")
         spec = self.spec
         argv = [str(a) for a in spec["argv"]]  # type: ignore[union-attr]
         env = {str(k): str(v) for k, v in spec["env"].items()}  # type: ignore[union-attr]
