@@ -214,14 +214,19 @@ def test_pending_timeout_fails_the_job_with_the_events(
         """,
         small,
     )
-    result = wf.run("--canfar-pending-timeout", "2")
+    result = wf.run("--canfar-pending-timeout", "5")
     assert result.returncode != 0
-    assert "was still Pending after 2 s and was deleted (--canfar-pending-timeout)" in result.stdout
+    assert "was still Pending after 5 s and was deleted (--canfar-pending-timeout)" in result.stdout
     assert "Session events:" in result.stdout
     assert wf.sessions() == []
+    # While it waited, the log said why, once (issue 16, item 2).
+    [logfile] = (wf.path / ".snakemake" / "log").glob("*.snakemake.log")
+    queued = [line for line in logfile.read_text().splitlines() if "is Pending: queued" in line]
+    assert len(queued) == 1, queued
+    assert "the platform's admission queue has not admitted it yet" in queued[0]
 
 
-def test_pending_timeout_on_an_unpullable_image_shows_the_pull_errors(
+def test_an_unpullable_image_fails_fast_with_the_pull_errors(
     workflow: Callable[..., Workflow], platform_factory: Callable[..., LocalPlatform]
 ) -> None:
     missing = "images.canfar.net/skaha/base:no-such-tag"
@@ -235,9 +240,10 @@ def test_pending_timeout_on_an_unpullable_image_shows_the_pull_errors(
         """,
         platform,
     )
-    result = wf.run("--canfar-pending-timeout", "2")
+    # A mistyped tag fails within the pull window, not at the hour-long pending timeout.
+    result = wf.run("--canfar-pending-timeout", "3600", "--canfar-image-pull-timeout", "3")
     assert result.returncode != 0
-    assert "was still Pending after 2 s" in result.stdout
+    assert "could not pull its image and was deleted" in result.stdout
     assert "ErrImagePull" in result.stdout and "ImagePullBackOff" in result.stdout
     assert wf.sessions() == []
 
@@ -303,3 +309,43 @@ def test_local_mode_needs_no_configuration_and_two_runs_may_overlap(
         f"another one for this run under {root}-2." in result.stdout
     )
     assert processes_mentioning(str(root)) == []
+
+
+def test_credentials_revoked_mid_run_stop_the_run_at_once(
+    workflow: Callable[..., Workflow],
+    platform: LocalPlatform,
+    wait_for: Callable[..., object],
+) -> None:
+    assert platform.tokens is not None
+    token = "a-token-revoked-mid-run"
+    platform.tokens.merge({token: platform.user})
+    wf = workflow(
+        """
+        rule all:
+            output: "slow.txt"
+            shell: "sleep 300; touch {output}"
+        """
+    )
+    process = wf.start_with(wf.env(SNAKEMAKE_CANFAR_TOKEN=token))
+    try:
+        [session] = wait_for(
+            lambda: [s for s in wf.sessions() if s["status"] == "Running"],
+            timeout=60,
+            interval=0.2,
+            what="the running session",
+        )
+        platform.revoke_token(token)
+        # Not an outage to ride out for ten minutes: the run stops within seconds.
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    out = (wf.path / "snakemake.out").read_text()
+    assert process.returncode != 0
+    sentence = (
+        f"CANFAR at {platform.url} refused the credentials from --canfar-token (Unauthorized); "
+        "renew them with `canfar login`. Watching stopped; sessions that may still be running "
+        f"on CANFAR: {session['id']}."
+    )
+    assert sentence in out, out
+    assert "Traceback" not in out

@@ -616,7 +616,9 @@ class SessionTracker:
         )
         error = CredentialsRefusedError(message, sessions=running, cause=exc)
         self.refusal = error
-        log.error("%s", message)
+        # Engines say this sentence themselves as they stop (it is every outcome's
+        # reason and `tracker.refusal`); logging it here too would print it twice.
+        log.debug("%s", message)
         for watch in list(self._watches.values()):
             self._finish_lost(watch, OutcomeKind.CREDENTIALS_REFUSED, error)
 

@@ -47,6 +47,10 @@ def _software_hint(outcome: Outcome) -> str | None:
     return None
 
 
+def _lower_first(text: str) -> str:
+    return (text[:1].lower() + text[1:]).rstrip(".")
+
+
 def _duration(minutes: float) -> str:
     return f"{minutes:g} min" if minutes >= 1 else f"{minutes * 60:g} s"
 
@@ -110,6 +114,11 @@ def failure_message(
             f"was killed, most likely out of memory (exit code {code_text}, "
             f"ram={request.ram} GiB); {_raise_memory(label, request)}"
         )
+    elif (found := diagnose_outcome(outcome)) is not None and found.category in (
+        DiagnosisCategory.ENVELOPE_NEVER_RAN,
+        DiagnosisCategory.STUCK,
+    ):
+        body = f"{found.summary} ({outcome.reason}); {_lower_first(found.resolution)}"
     elif kind is OutcomeKind.FAILED and code is None:
         body = (
             f"was killed without recording an exit code, most likely out of memory "

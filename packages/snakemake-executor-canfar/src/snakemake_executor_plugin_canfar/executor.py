@@ -28,6 +28,7 @@ from canfar_core.launch import remove_secrets_file
 from canfar_core.models import Session
 from canfar_core.outcome import Outcome
 from canfar_core.phase import Phase
+from canfar_core.progress import Progress
 from canfar_core.refusals import is_refusal, refusal_sentence
 from snakemake_interface_common.exceptions import ApiError, WorkflowError
 from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
@@ -40,6 +41,7 @@ from snakemake_executor_plugin_canfar.fingerprint import job_fingerprint
 from snakemake_executor_plugin_canfar.ledger import RunLedger, job_key
 from snakemake_executor_plugin_canfar.logs import save_job_log
 from snakemake_executor_plugin_canfar.naming import job_log_path, run_prefix, session_name
+from snakemake_executor_plugin_canfar.progress import Heartbeat, progress_line
 from snakemake_executor_plugin_canfar.resources import (
     RequestError,
     SessionRequest,
@@ -82,10 +84,13 @@ class SessionBook:
 class Executor(RemoteExecutor):
     """The CANFAR executor (see the module docstring)."""
 
+    # Set by __post_init__; the base class starts its status-check thread before that,
+    # and a status check must find "not ready yet" here, not an AttributeError.
+    run: RunContext | None = None
+
     # -- setup -----------------------------------------------------------------------------
 
     def __post_init__(self) -> None:
-        self.run: RunContext | None = None
         # From here on, canfar-core's and this plugin's records land in Snakemake's log.
         self._stop_forwarding = forward_logs(self.logger.log, (CORE_LOGGER, PLUGIN_LOGGER))
         try:
@@ -101,8 +106,15 @@ class Executor(RemoteExecutor):
                 raise ApiError(str(exc)) from None
             raise
         self.bridge = TrackerBridge(
-            client, min_interval=run.min_interval, max_interval=run.max_interval
+            client,
+            min_interval=run.min_interval,
+            max_interval=run.max_interval,
+            image_pull_window=float(run.settings.image_pull_timeout),
+            events_delay=run.events_delay,
+            events_interval=run.events_interval,
+            on_progress=self._progress,
         )
+        self.heartbeat = Heartbeat()
         self.next_seconds_between_status_checks = min(1.0, run.min_interval)
         self.book = SessionBook()
         self._said: set[str] = set()
@@ -121,6 +133,12 @@ class Executor(RemoteExecutor):
             f"CANFAR executor: run {run.run_id} on {run.where}; sessions are named "
             f"{run_prefix(run.run_id)}*; logs in {run.logdir}."
         )
+
+    def _progress(self, record: Progress) -> None:
+        """Runs on the client's loop for each tracker record; words it for the log."""
+        line = progress_line(record)
+        if line is not None:
+            self.logger.info(line)
 
     def get_python_executable(self) -> str:
         """The interpreter that runs `-m snakemake` inside the session."""
@@ -363,7 +381,22 @@ class Executor(RemoteExecutor):
     async def check_active_jobs(
         self, active_jobs: list[SubmittedJobInfo]
     ) -> AsyncGenerator[SubmittedJobInfo, None]:
-        """Report finished jobs from the tracker's outcomes; yield the rest."""
+        """Report finished jobs from the tracker's outcomes; yield the rest.
+
+        Credentials refused mid-run stop the run at once, with the one renew sentence:
+        waiting would only make every job fail later as an outage.
+        """
+        refusal = self.bridge.tracker.refusal if self.run is not None else None
+        if refusal is not None:
+            # Snakemake prints an ApiError as its one line (a WorkflowError would add
+            # this plugin's source line under it).
+            raise ApiError(str(refusal))
+        if self.run is not None and active_jobs:
+            line = self.heartbeat.line(
+                self.bridge.tracker.phase(j.external_jobid) for j in active_jobs if j.external_jobid
+            )
+            if line is not None:
+                self.logger.info(line)
         for job_info in active_jobs:
             outcome: Outcome | None = None
             if self.run is not None and job_info.external_jobid:

@@ -57,6 +57,8 @@ class RunContext:
     python: str
     min_interval: float
     max_interval: float
+    events_delay: float = 10.0
+    events_interval: float = 30.0
 
     @property
     def is_local(self) -> bool:
@@ -89,6 +91,16 @@ def status_intervals(seconds_between_checks: float, *, same_machine: bool) -> tu
     maximum = min(max(float(seconds_between_checks), 0.5), 120.0)
     minimum = 0.5 if same_machine else min(max(maximum / 5, 0.5), maximum)
     return minimum, maximum
+
+
+def events_timing(*, same_machine: bool) -> tuple[float, float]:
+    """When a Pending session's events are first read, and how often after (seconds).
+
+    On CANFAR a session takes tens of seconds to be scheduled and its image to start,
+    and each read is a request to the shared service; on this machine a session starts
+    in a second, so its events are worth reading sooner.
+    """
+    return (1.0, 2.0) if same_machine else (10.0, 30.0)
 
 
 def open_run(workflow: Any) -> tuple[RunContext, CanfarClient]:
@@ -130,6 +142,7 @@ def open_run(workflow: Any) -> tuple[RunContext, CanfarClient]:
 
     seconds = workflow.remote_execution_settings.seconds_between_status_checks
     min_interval, max_interval = status_intervals(seconds, same_machine=same_machine)
+    events_delay, events_interval = events_timing(same_machine=same_machine)
     context = RunContext(
         settings=settings,
         run_id=new_run_id(),
@@ -144,6 +157,8 @@ def open_run(workflow: Any) -> tuple[RunContext, CanfarClient]:
         python=_python(settings, same_machine),
         min_interval=min_interval,
         max_interval=max_interval,
+        events_delay=events_delay,
+        events_interval=events_interval,
     )
     return context, client
 

@@ -16,6 +16,7 @@ from snakemake_interface_executor_plugins.settings import CommonSettings, Execut
 
 DEFAULT_PENDING_TIMEOUT = 3600
 DEFAULT_SUBMIT_CONCURRENCY = 8
+DEFAULT_IMAGE_PULL_TIMEOUT = 180
 
 # A shared-filesystem remote executor: every session sees the workflow directory (on
 # CANFAR, `/arc`), so sources and outputs need no staging. Environment variables are
@@ -119,6 +120,15 @@ class ExecutorSettings(ExecutorSettingsBase):
             "help": "Seconds a session may stay Pending (queued, pulling its image, or "
             "unschedulable) before it is deleted and the job fails with the session's "
             "events. 0 waits forever.",
+        },
+    )
+    image_pull_timeout: int = field(
+        default=DEFAULT_IMAGE_PULL_TIMEOUT,
+        metadata={
+            "help": "Seconds a session's image may keep failing to pull (ErrImagePull, "
+            "ImagePullBackOff: a mistyped tag) before the job fails with the session's "
+            "events, long before --canfar-pending-timeout.",
+            "metavar": "SECONDS",
         },
     )
     keep_sessions: bool = field(

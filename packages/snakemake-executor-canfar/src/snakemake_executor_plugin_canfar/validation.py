@@ -53,6 +53,11 @@ def settings_problems(settings: ExecutorSettings) -> list[str]:
             f"--canfar-pending-timeout={settings.pending_timeout} is not allowed: "
             "use a number of seconds, or 0 to wait forever."
         )
+    if settings.image_pull_timeout < 1:
+        problems.append(
+            f"--canfar-image-pull-timeout={settings.image_pull_timeout} is not allowed: "
+            "use a number of seconds of at least 1."
+        )
     if settings.submit_concurrency < 1:
         problems.append(
             f"--canfar-submit-concurrency={settings.submit_concurrency} is not allowed: "
