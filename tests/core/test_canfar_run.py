@@ -21,11 +21,9 @@ from pathlib import Path
 
 import pytest
 from canfar_core.launch import MARKER, marker_line
-from canfar_core.models import Event
 from canfar_core.outcome import Outcome, OutcomeKind
 from canfar_core.phase import Phase
 from canfar_core.run.cli import main
-from canfar_core.run.progress import QUEUED, pending_reason
 from canfar_core.run.report import Attempt, Judge
 from canfar_core.run.stream import without_marker
 from canfar_local import LocalPlatform, PlatformConfig
@@ -381,17 +379,6 @@ def test_a_success_needs_a_recorded_exit_code_of_zero(
 ) -> None:
     verdict = Judge()(_attempt(kind, phase, code, logs))
     assert verdict.exit_code == expected and verdict.success is (expected == 0)
-
-
-def test_pending_reason_names_the_cause() -> None:
-    pulled = [
-        Event(type="Normal", reason="Pulling", message='Pulling image "x"'),
-        Event(type="Warning", reason="Failed", message='Failed to pull image "x": not found'),
-        Event(type="Warning", reason="Failed", message="Error: ImagePullBackOff"),
-    ]
-    assert pending_reason(None) == QUEUED
-    assert pending_reason(pulled) == 'Failed to pull image "x": not found'
-    assert pending_reason(pulled[:1]) == 'starting (Pulling image "x")'
 
 
 def test_the_envelope_marker_is_not_shown() -> None:

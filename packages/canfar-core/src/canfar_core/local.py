@@ -68,6 +68,16 @@ def runs_on_this_machine(target: CanfarConfig | str) -> bool:
     return url == LOCAL_URL or is_loopback_url(url)
 
 
+def events_timing(*, same_machine: bool) -> tuple[float, float]:
+    """When a Pending session's events are first read, and how often after (seconds).
+
+    On CANFAR a session takes tens of seconds to be scheduled and its image to start,
+    and each read is a request to the shared service; on this machine a session starts
+    in a second, so its events are worth reading sooner.
+    """
+    return (1.0, 2.0) if same_machine else (10.0, 30.0)
+
+
 def session_python(local: bool) -> str:
     """The interpreter a session runs Python with: this one on this machine, else the image's."""
     return sys.executable if local else IMAGE_PYTHON

@@ -20,6 +20,7 @@ from canfar_core.errors import CanfarError, ConfigurationError
 from canfar_core.local import (
     IMAGE_PYTHON,
     LOCAL_IMAGE,
+    events_timing,
     on_shared_filesystem,
     runs_on_this_machine,
 )
@@ -91,16 +92,6 @@ def status_intervals(seconds_between_checks: float, *, same_machine: bool) -> tu
     maximum = min(max(float(seconds_between_checks), 0.5), 120.0)
     minimum = 0.5 if same_machine else min(max(maximum / 5, 0.5), maximum)
     return minimum, maximum
-
-
-def events_timing(*, same_machine: bool) -> tuple[float, float]:
-    """When a Pending session's events are first read, and how often after (seconds).
-
-    On CANFAR a session takes tens of seconds to be scheduled and its image to start,
-    and each read is a request to the shared service; on this machine a session starts
-    in a second, so its events are worth reading sooner.
-    """
-    return (1.0, 2.0) if same_machine else (10.0, 30.0)
 
 
 def open_run(workflow: Any) -> tuple[RunContext, CanfarClient]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from canfar_core.client import AsyncCanfarClient
 from canfar_core.config import CanfarConfig, resolve_config
 from canfar_core.errors import CanfarError, ConfigurationError
-from canfar_core.local import runs_on_this_machine
+from canfar_core.local import events_timing, runs_on_this_machine
 from canfar_core.refusals import is_refusal, refusal_sentence
 from canfar_core.run.options import PROG, RunOptions, UsageError, parse_options
 from canfar_core.run.plan import make_plan
@@ -108,10 +108,13 @@ async def _with_client(
     if not options.attach:
         plan = await make_plan(client, options, config, say, cwd=Path.cwd())
     count = len(options.attach) if options.attach else options.replicas
+    events_delay, events_interval = events_timing(same_machine=local)
     tracker = SessionTracker(
         client,
         min_interval=0.3 if local else 1.0,
         max_interval=1.0 if local else 10.0,
+        events_delay=events_delay,
+        events_interval=events_interval,
     )
     output = Output(
         sys.stderr if options.json else sys.stdout,
@@ -131,7 +134,7 @@ async def _with_client(
         client,
         tracker,
         streamer,
-        QueueProgress(client, tracker.phase, say),
+        QueueProgress(say),
         say=say,
         where=where,
         state_dir=state_dir,

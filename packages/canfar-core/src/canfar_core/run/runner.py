@@ -129,7 +129,6 @@ class Runner:
     async def _run_all(self, jobs: list) -> None:
         helpers = [
             asyncio.ensure_future(self.streamer.run()),
-            asyncio.ensure_future(self.progress.run()),
         ]
         self._tasks = [asyncio.ensure_future(job) for job in jobs]
         if self.stopping:  # interrupted before the tasks existed to be cancelled
@@ -220,6 +219,7 @@ class Runner:
             state_dir=self.state_dir,
             pending_timeout=self.pending_timeout,
             runtime_limit=self.runtime_limit,
+            on_progress=self.progress.on_progress,
         )
         self.progress.track(session_id, self._who(label, session_id))
         follow = self.streamer.follow(label, session_id)
