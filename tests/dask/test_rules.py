@@ -59,9 +59,12 @@ def test_a_worker_end_names_the_session_its_reason_and_what_dask_does() -> None:
     outcome = Outcome(
         "abc12345", "dask-x-0", OutcomeKind.OUT_OF_MEMORY, Phase.FAILED, 137, "killed (OOM)"
     )
+    # The diagnosis is the core's (the words and category both plugins use).
     assert describe_end("dask-x-0", outcome) == (
-        "Dask worker dask-x-0 ended unexpectedly: CANFAR session abc12345 (out-of-memory, "
-        "exit code 137): killed (OOM). Dask reruns its unfinished tasks on the other workers."
+        "Dask worker dask-x-0 ended unexpectedly (CANFAR session abc12345 (out-of-memory, "
+        "exit code 137): killed (OOM)); OutOfMemory: killed, most likely for using more "
+        "memory than its ram allows. Request more memory (ram). Dask reruns its unfinished "
+        "tasks on the other workers."
     )
 
 

@@ -26,6 +26,7 @@ from distributed.security import Security
 
 from canfar_core.dask.credentials import write_role_file
 from canfar_core.dask.sessions import ClusterSessions
+from canfar_core.diagnosis import diagnose_outcome
 from canfar_core.errors import CanfarError
 from canfar_core.launch import read_exit_file, remove_secrets_file
 from canfar_core.outcome import Outcome
@@ -41,10 +42,20 @@ EndCallback = Callable[["CanfarWorker", Outcome], None]
 
 
 def describe_end(name: str, outcome: Outcome) -> str:
-    """The sentence for a worker session that ended without being asked to."""
+    """The sentence for a worker session that ended without being asked to.
+
+    What went wrong comes from canfar-core's diagnosis (the words both plugins use),
+    with its category, so a user can search the cluster's log for `OutOfMemory`.
+    """
+    found = diagnose_outcome(outcome)
+    what = (
+        f"{found.category.value}: {found.summary}. {found.resolution}".rstrip()
+        if found is not None
+        else outcome.describe()
+    )
     return (
-        f"Dask worker {name} ended unexpectedly: CANFAR {outcome.describe()}. Dask reruns "
-        "its unfinished tasks on the other workers."
+        f"Dask worker {name} ended unexpectedly (CANFAR {outcome.describe()}); {what} "
+        "Dask reruns its unfinished tasks on the other workers."
     )
 
 
