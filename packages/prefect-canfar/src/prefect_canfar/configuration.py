@@ -15,12 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from canfar_core.allowed import fit
-from canfar_core.context import Context
-from canfar_core.launch import Envelope, envelope
-from canfar_core.models import SessionSpec
-from canfar_core.names import unique_name
-from canfar_core.runtime_limit import runtime_backstop
+from canfar_core import Context, Envelope, SessionSpec, envelope, fit, runtime_backstop, unique_name
 from prefect.workers.base import BaseJobConfiguration
 from pydantic import Field
 

@@ -19,9 +19,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 
-from canfar_core.client import AsyncCanfarClient
-from canfar_core.config import CanfarConfig, resolve_config
-from canfar_core.tracker import SessionTracker
+from canfar_core import AsyncCanfarClient, CanfarConfig, SessionTracker, resolve_config
 from pydantic import SecretStr
 
 from prefect_canfar.configuration import CanfarWorkerJobConfiguration

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from canfar_core.config import CanfarConfig, resolve_config
+from canfar_core import CanfarConfig, resolve_config
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, model_validator
 

@@ -23,8 +23,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from canfar_core.diagnosis import DiagnosisCategory, diagnose_outcome
-from canfar_core.outcome import OOM_EXIT_CODE, TIMEOUT_EXIT_CODE, Outcome, OutcomeKind
+from canfar_core import (
+    OOM_EXIT_CODE,
+    TIMEOUT_EXIT_CODE,
+    DiagnosisCategory,
+    Outcome,
+    OutcomeKind,
+    diagnose_outcome,
+)
 
 UNKNOWN_FAILURE = 1
 IMAGE_FAILURE = 125

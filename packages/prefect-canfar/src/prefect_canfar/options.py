@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, fields, replace
 
-from canfar_core.errors import SpecError
+from canfar_core import SpecError
 
 TAG_PREFIX = "canfar:"
 OPTION_NAMES = ("cores", "ram", "gpus", "image")

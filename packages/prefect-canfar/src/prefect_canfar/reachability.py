@@ -8,7 +8,7 @@ this machine (`url = local`, or a CANFAR URL that is itself a loopback address).
 
 from __future__ import annotations
 
-from canfar_core.local import is_loopback_url, runs_on_this_machine
+from canfar_core import is_loopback_url, runs_on_this_machine
 
 
 def unreachable_api_warning(api_url: str | None, canfar_url: str) -> str | None:

@@ -15,8 +15,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from canfar_core.client import AsyncCanfarClient
-from canfar_core.errors import CanfarError
+from canfar_core import AsyncCanfarClient, CanfarError
 
 
 class OutputStreamer:

@@ -29,17 +29,22 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from canfar_core.allowed import check_registry, fit
-from canfar_core.bridge import TrackerBridge
-from canfar_core.config import CanfarConfig, resolve_config
-from canfar_core.context import Context
-from canfar_core.errors import SpecError
-from canfar_core.launch import envelope
-from canfar_core.local import LOCAL_IMAGE, session_python
-from canfar_core.names import unique_name
-from canfar_core.outcome import Outcome
-from canfar_core.runtime_limit import runtime_backstop
-from canfar_core.sync import CanfarClient
+from canfar_core import (
+    LOCAL_IMAGE,
+    CanfarClient,
+    CanfarConfig,
+    Context,
+    Outcome,
+    SpecError,
+    TrackerBridge,
+    check_registry,
+    envelope,
+    fit,
+    resolve_config,
+    runtime_backstop,
+    session_python,
+    unique_name,
+)
 from prefect.futures import PrefectConcurrentFuture, PrefectFuture, wait
 from prefect.task_runners import TaskRunner
 

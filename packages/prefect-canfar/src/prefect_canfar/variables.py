@@ -18,7 +18,7 @@ import posixpath
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from canfar_core.errors import SpecError
+from canfar_core import SpecError
 from prefect.workers.base import BaseVariables
 from pydantic import Field
 

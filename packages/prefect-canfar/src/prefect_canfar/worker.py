@@ -22,20 +22,22 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import anyio.abc
-from canfar_core.client import AsyncCanfarClient
-from canfar_core.config import CanfarConfig
-from canfar_core.errors import (
+from canfar_core import (
+    TIMEOUT_EXIT_CODE,
+    AsyncCanfarClient,
     AuthenticationError,
+    CanfarConfig,
     CanfarError,
     ConfigurationError,
+    Outcome,
     PermissionDeniedError,
     SessionNotFoundError,
+    SessionTracker,
     TrackerOutageError,
+    refusal_sentence,
+    remove_secrets_file,
+    write_secrets_file,
 )
-from canfar_core.launch import remove_secrets_file, write_secrets_file
-from canfar_core.outcome import TIMEOUT_EXIT_CODE, Outcome
-from canfar_core.refusals import refusal_sentence
-from canfar_core.tracker import SessionTracker
 from prefect.client.schemas.objects import StateType
 from prefect.exceptions import InfrastructureNotAvailable, InfrastructureNotFound
 from prefect.logging.loggers import PrefectLogAdapter

@@ -10,8 +10,7 @@ the same one the Prefect integration words its messages from.
 
 from __future__ import annotations
 
-from canfar_core.diagnosis import DiagnosisCategory, child_exit_code, diagnose_outcome
-from canfar_core.outcome import Outcome, OutcomeKind
+from canfar_core import DiagnosisCategory, Outcome, OutcomeKind, child_exit_code, diagnose_outcome
 
 from snakemake_executor_plugin_canfar.resources import SessionRequest
 

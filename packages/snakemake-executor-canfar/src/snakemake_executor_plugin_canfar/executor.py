@@ -21,15 +21,21 @@ import time
 from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
-from canfar_core.bridge import TrackerBridge
-from canfar_core.engine_logs import CORE_LOGGER, forward_logs
-from canfar_core.errors import CanfarError, ConfigurationError, SpecError
-from canfar_core.launch import remove_secrets_file
-from canfar_core.models import Session
-from canfar_core.outcome import Outcome
-from canfar_core.phase import Phase
-from canfar_core.progress import Progress
-from canfar_core.refusals import is_refusal, refusal_sentence
+from canfar_core import (
+    CORE_LOGGER,
+    CanfarError,
+    ConfigurationError,
+    Outcome,
+    Phase,
+    Progress,
+    Session,
+    SpecError,
+    TrackerBridge,
+    forward_logs,
+    is_refusal,
+    refusal_sentence,
+    remove_secrets_file,
+)
 from snakemake_interface_common.exceptions import ApiError, WorkflowError
 from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
@@ -510,7 +516,7 @@ class Executor(RemoteExecutor):
         leaves behind survive in its state directory, and the next run's platform
         re-adopts them.
         """
-        from canfar_core.local import shared_platform, use_platform
+        from canfar_core import shared_platform, use_platform
 
         try:
             shared_platform().stop()

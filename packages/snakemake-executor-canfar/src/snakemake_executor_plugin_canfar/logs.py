@@ -14,7 +14,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from canfar_core.outcome import Outcome
+from canfar_core import Outcome
 
 log = logging.getLogger(__name__)
 

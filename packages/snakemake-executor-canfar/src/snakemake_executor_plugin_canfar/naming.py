@@ -13,8 +13,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from canfar_core.models import NAME_MAX_LENGTH
-from canfar_core.names import random_token, sanitize
+from canfar_core import NAME_MAX_LENGTH, random_token, sanitize
 
 RUN_ID_LENGTH = 6
 RULE_CHARS = 24

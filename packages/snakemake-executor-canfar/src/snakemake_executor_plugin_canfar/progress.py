@@ -13,8 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 
-from canfar_core.phase import Phase
-from canfar_core.progress import Progress, ProgressKind
+from canfar_core import Phase, Progress, ProgressKind
 
 HEARTBEAT_SECONDS = 900.0
 # A start worth a line: one that waited in the queue (a quick start is routine).

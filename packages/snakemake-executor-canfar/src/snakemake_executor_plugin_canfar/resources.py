@@ -20,9 +20,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from canfar_core.allowed import fit
-from canfar_core.context import Context
-from canfar_core.errors import SpecError
+from canfar_core import Context, SpecError, fit
 
 MIB_PER_GIB = 1024
 BYTES_PER_MB = 1_000_000

@@ -14,18 +14,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from canfar_core.config import CanfarConfig, resolve_config
-from canfar_core.context import Context
-from canfar_core.errors import CanfarError, ConfigurationError
-from canfar_core.local import (
+from canfar_core import (
     IMAGE_PYTHON,
     LOCAL_IMAGE,
+    CanfarClient,
+    CanfarConfig,
+    CanfarError,
+    ConfigurationError,
+    Context,
     events_timing,
+    is_refusal,
     on_shared_filesystem,
+    refusal_sentence,
+    resolve_config,
     runs_on_this_machine,
 )
-from canfar_core.refusals import is_refusal, refusal_sentence
-from canfar_core.sync import CanfarClient
 from pydantic import SecretStr
 from snakemake_interface_common.exceptions import WorkflowError
 

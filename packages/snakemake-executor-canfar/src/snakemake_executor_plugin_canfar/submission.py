@@ -21,11 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from canfar_core.client import AsyncCanfarClient
-from canfar_core.errors import SpecError
-from canfar_core.launch import envelope, remove_secrets_file, write_secrets_file
-from canfar_core.models import SessionSpec
-from canfar_core.runtime_limit import runtime_backstop
+from canfar_core import (
+    AsyncCanfarClient,
+    SessionSpec,
+    SpecError,
+    envelope,
+    remove_secrets_file,
+    runtime_backstop,
+    write_secrets_file,
+)
 
 from snakemake_executor_plugin_canfar.resources import RequestError, SessionRequest
 

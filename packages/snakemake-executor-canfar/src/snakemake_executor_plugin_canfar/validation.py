@@ -11,11 +11,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from canfar_core.allowed import registry_problem
-from canfar_core.config import url_problem
-from canfar_core.context import Context
-from canfar_core.errors import SpecError
-from canfar_core.local import on_shared_filesystem
+from canfar_core import Context, SpecError, on_shared_filesystem, registry_problem, url_problem
 from snakemake_interface_common.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
