@@ -7,7 +7,7 @@ started once). The test process talks to it
 through Prefect's settings context; subprocesses (workers, CLI calls) get
 `prefect_env()`. Sessions run on the embedded CANFAR platform, whose processes inherit
 this process's PATH, which `tests/conftest.py` starts with the virtualenv's `bin`, so
-that `prefect flow-run execute` inside a session is this environment's Prefect; the
+that `python -m prefect.engine` inside a session is this environment's Prefect; the
 subprocesses of `base_env()` inherit it.
 """
 

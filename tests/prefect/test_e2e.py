@@ -1,6 +1,6 @@
 """End to end: a real Prefect server, `prefect worker start --type canfar` in a
 subprocess, flows deployed with `flow.from_source(...).deploy(...)`, and sessions on the
-real embedded CANFAR platform running `prefect flow-run execute`.
+real embedded CANFAR platform running `python -m prefect.engine`.
 
 What is asserted is what a user sees: final states and their messages, the flow run's
 logs in Prefect, the session on the platform, and the worker's own output.
