@@ -125,7 +125,12 @@ class Adopter:
             try:
                 await self.tick()
             except Exception as exc:  # the Prefect API being down must not stop the loop
-                log.warning("Adoption tick failed (%s: %s); trying again.", type(exc).__name__, exc)
+                self.worker._logger.warning(
+                    "Looking for CANFAR sessions to adopt failed (%s: %s); trying again in %g s.",
+                    type(exc).__name__,
+                    exc,
+                    interval,
+                )
             finally:
                 self._first.set()
             await asyncio.sleep(interval)
@@ -136,7 +141,7 @@ class Adopter:
         """One look at the pool: serve the runs I watch, claim and adopt orphans."""
         client = self.worker.client
         pool = self.worker._work_pool_name
-        read_at = time.monotonic()
+        alive = live_workers(await client.read_workers_for_work_pool(pool))
         runs = await client.read_flow_runs(
             flow_run_filter=FlowRunFilter(
                 state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(ADOPTABLE)))
@@ -148,14 +153,13 @@ class Adopter:
         runs = [
             r for r in runs if r.infrastructure_pid and (not queues or r.work_queue_name in queues)
         ]
-        alive = live_workers(await client.read_workers_for_work_pool(pool))
         mine = set(self.watched) | set(self.worker._watched_runs)
+        candidates = [r for r in runs if claimable(r, self.me, alive, mine)]
+        if candidates:
+            await self._claim(candidates, alive)
         for run in runs:
             if run.id in mine:
                 await self._serve(run, alive)
-        candidates = [r for r in runs if claimable(r, self.me, alive, mine)]
-        if candidates:
-            await self._claim(candidates, read_at)
 
     async def _serve(self, run: FlowRun, alive: set[str]) -> None:
         """A run I watch: note if another worker took it; act on a cancellation."""
@@ -190,19 +194,34 @@ class Adopter:
             },
         )
 
-    async def _claim(self, candidates: list[FlowRun], read_at: float) -> None:
+    async def _claim(self, candidates: list[FlowRun], alive: set[str]) -> None:
         """Write my lease on each, wait, read back; adopt those whose lease is mine."""
         client = self.worker.client
         settle = self.worker.settings.lease_settle_seconds
         label = {LEASE_LABEL: self.me.label()}
 
         async def write(run: FlowRun) -> UUID | None:
+            # The window starts at a fresh read of this run, not at the pool's listing,
+            # so that a loaded API slows claims down without failing them all.
+            started = time.monotonic()
             try:
+                current = await client.read_flow_run(run.id)
+                if not claimable(current, self.me, alive, set(self.worker._watched_runs)):
+                    return None
                 await client.update_flow_run_labels(run.id, label)
             except Exception as exc:
                 log.warning("Could not claim flow run %s (%s); later.", run.id, exc)
                 return None
-            return run.id if write_trusted(time.monotonic() - read_at, settle) else None
+            took = time.monotonic() - started
+            if write_trusted(took, settle):
+                return run.id
+            self.worker._logger.debug(
+                "Claim of flow run %s took %.1f s (over half of %g s); trying again.",
+                run.id,
+                took,
+                settle,
+            )
+            return None
 
         trusted = [i for i in await asyncio.gather(*map(write, candidates)) if i is not None]
         if not trusted:
