@@ -14,13 +14,15 @@ pure functions here (the I/O is in `prefect_canfar.adoption`):
   interval (Prefect counts a worker offline on the same rule). No per-run renewal is
   written: a lease costs one label write per run, and one read of the pool's workers
   per adoption tick.
-- **Claiming** is write, wait, read back. Labels have no compare-and-set, so each
-  claimer writes its lease, waits `settle` seconds, and reads the run again: whoever's
-  lease is there then owns it, and the others leave it. A write that took longer than
-  half of `settle` is not trusted (it may land after a rival's read-back); that claim
-  is dropped for this tick. So two claimers whose writes land within `settle / 2` of
-  each other both read the same last writer; and a claimer whose read came after a
-  rival's write sees a held lease and does not write at all.
+- **Claiming** is read, write, wait, read back. Labels have no compare-and-set, so each
+  claimer reads the run, writes its lease if no live rival holds it, waits `settle`
+  seconds, and reads the run again: whoever's lease is there then owns it, and the
+  others leave it. A claim whose read and write took longer than half of `settle` is not
+  trusted (its write may land after a rival's read-back); it is tried again on the next
+  tick. Why that suffices: a rival whose write landed before my read made me see a held
+  lease, so I did not write; one whose write landed after my read landed within
+  `settle / 2` of my write (both windows are that short), so both read-backs, each at
+  least `settle` after its own write, come after both writes and see the same last one.
 - **Superseded** watchers report nothing: before reporting a run's end, a watcher reads
   the lease; if another live worker holds it, it stays silent. At most one watcher
   therefore reports a run, and Prefect refuses a Crashed over a final state anyway.
