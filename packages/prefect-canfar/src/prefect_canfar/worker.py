@@ -219,9 +219,10 @@ class CanfarWorker(
                 ", ".join(request.secrets_in_env),
             )
         await self._wait_for_slot(logger, flow_run)
-        self._slots.hold(flow_run.id, flow_run.work_queue_name)
         if request.secrets_file is not None:
             write_secrets_file(request.secrets_file, request.secrets)
+        # No await since the wait: the place is taken before another run can see it.
+        self._slots.hold(flow_run.id, flow_run.work_queue_name)
         try:
             session_id = await creator.create(request.spec)
         except BaseException:
