@@ -32,7 +32,7 @@ SCRIPTS: tuple[tuple[str, tuple[str, ...], int], ...] = (
     ("client_fanout", ("--with-fixes",), 480),
     # The third pass measures the proposed fix (see RESULTS.md): the canfar pool running
     # `python -m prefect.engine`, as the process worker does.
-    ("prefect_worker", ("--also-engine-command",), 720),
+    ("prefect_worker", ("--also-cli-command",), 720),
     ("task_runner", (), 420),
     ("platform_scale", (), 300),
     # 50 jobs x 200 MB: writes 10 GB to the temporary directory (deleted afterwards).

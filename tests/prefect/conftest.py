@@ -7,7 +7,7 @@ started once). The test process talks to it
 through Prefect's settings context; subprocesses (workers, CLI calls) get
 `prefect_env()`. Sessions run on the embedded CANFAR platform, whose processes inherit
 this process's PATH, which `tests/conftest.py` starts with the virtualenv's `bin`, so
-that `prefect flow-run execute` inside a session is this environment's Prefect; the
+that `python -m prefect.engine` inside a session is this environment's Prefect; the
 subprocesses of `base_env()` inherit it.
 """
 
@@ -170,9 +170,13 @@ def create_pool(env: dict[str, str], pool: str) -> None:
 
 
 @contextlib.contextmanager
-def running_worker(env: dict[str, str], pool: str, name: str, log: Path) -> Iterator[Worker]:
-    """`prefect work-pool create --type canfar`, then `prefect worker start` on it."""
-    create_pool(env, pool)
+def running_worker(
+    env: dict[str, str], pool: str, name: str, log: Path, *, create: bool = True
+) -> Iterator[Worker]:
+    """`prefect work-pool create --type canfar` (unless not `create`), then `prefect
+    worker start` on it."""
+    if create:
+        create_pool(env, pool)
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [*PREFECT, "worker", "start", "--pool", pool, "--type", "canfar", "--name", name],

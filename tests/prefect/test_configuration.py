@@ -38,7 +38,7 @@ def test_secrets_and_the_command_travel_only_inside_the_envelope() -> None:
     assert env_names == {BOOT_VAR, f"{SCRIPT_VAR_PREFIX}0"}
     assert all(API_KEY not in value for _, value in params)
     script = request.envelope.script
-    assert "prefect flow-run execute" in script
+    assert "python -m prefect.engine" in script
     assert f"PREFECT__FLOW_RUN_ID={flow_run.id}" in script
     assert "export EMPTY=''" in script  # empty values survive (the API would drop them)
     # The key is in the script, shell-quoted, and the script is what the session decodes.

@@ -41,7 +41,7 @@ def _parent(pid: int) -> int:
 
 @flow
 def killed() -> None:
-    """SIGKILL `prefect flow-run execute` and every process below it down to this one.
+    """SIGKILL the session's engine process and every process below it down to this one.
 
     This is what the kernel's OOM killer does to a session's main process: no Prefect
     code gets to report anything, and the session's command ends with status 137.
@@ -50,11 +50,12 @@ def killed() -> None:
     pid = os.getpid()
     while pid > 1:
         chain.append(pid)
-        if b"flow-run\0execute" in Path(f"/proc/{pid}/cmdline").read_bytes():
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if b"flow-run\0execute" in cmdline or b"-m\0prefect.engine" in cmdline:
             break
         pid = _parent(pid)
     else:
-        raise RuntimeError("`prefect flow-run execute` is not among this process's ancestors")
+        raise RuntimeError("the Prefect engine's command is not among this process's ancestors")
     for target in reversed(chain):
         os.kill(target, signal.SIGKILL)
 

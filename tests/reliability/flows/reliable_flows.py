@@ -32,3 +32,26 @@ def key_digest(out_dir: str) -> None:
 
     digest = hashlib.sha256(os.environ["PREFECT_API_KEY"].encode()).hexdigest()
     Path(out_dir, "key.txt").write_text(digest)
+
+
+@flow
+def gated(started: str, gate: str, exit_code: int = 0) -> str:
+    """Touch `started`, wait for the file `gate`, then end: normally with exit_code 0,
+    else by `os._exit(exit_code)`, which no Prefect code outlives to report (a crash)."""
+    import os
+    import time
+
+    Path(started).touch()
+    while not Path(gate).exists():
+        time.sleep(0.2)
+    if exit_code:
+        os._exit(exit_code)
+    return "done"
+
+
+@flow
+def brief(seconds: float = 1.0) -> None:
+    """Take a moment, so that runs under a concurrency limit overlap."""
+    import time
+
+    time.sleep(seconds)

@@ -335,6 +335,24 @@ class LocalPlatform:
         """
         return read_creation_journal(self.root)
 
+    def peak_alive(self) -> int:
+        """The most sessions alive at once (queued, starting, running or terminating)
+        since start or `reset_peak`: what a concurrency limit must bound, sampled where
+        the sessions live rather than where a client believes they are."""
+        assert self._manager is not None
+        manager = self._manager
+        return self._call(lambda: manager.peak_alive)
+
+    def reset_peak(self) -> None:
+        """Start the high-water mark of `peak_alive` from the sessions alive now."""
+        assert self._manager is not None
+        manager = self._manager
+
+        def reset() -> None:
+            manager.peak_alive = manager.alive()
+
+        self._call(reset)
+
     def hold_phase(self, session_id: str, status: str, *, kill: bool = False) -> None:
         """Make a session show `status` (e.g. `Terminating`, `Unknown`) from now on.
 

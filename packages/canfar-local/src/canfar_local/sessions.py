@@ -65,6 +65,8 @@ class SessionManager:
         self.session_bundle: Path | None = None
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self._last_liveness = 0.0
+        # The most sessions alive at once since start or `reset_peak` (see `alive`).
+        self.peak_alive = 0
 
     # -- paths -------------------------------------------------------------------------
 
@@ -193,7 +195,14 @@ class SessionManager:
         self.store.add(record)
         self._journal_creation(record)
         self.schedule()
+        # Only a create adds a live session, so sampling here catches every maximum.
+        self.peak_alive = max(self.peak_alive, self.alive())
         return record
+
+    def alive(self) -> int:
+        """Sessions that hold or wait for a pod: queued, starting, running, or deleted
+        with their processes still going (a pod in Terminating is still there)."""
+        return sum(1 for record in self.store if record.phase != FINISHED)
 
     def _journal_creation(self, record: SessionRecord) -> None:
         """Append the creation to ``<root>/created.log`` (Kubernetes' audit log, in short).

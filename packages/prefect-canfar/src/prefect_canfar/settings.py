@@ -45,3 +45,15 @@ class CanfarWorkerSettings(PrefectBaseSettings):
         gt=0,
         description="How often `stream_output` reads new session output.",
     )
+    adopt_interval_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often the worker looks for flow runs whose CANFAR session no "
+        "live worker watches (to adopt them) and for cancelled runs it watches.",
+    )
+    lease_settle_seconds: float = Field(
+        default=4.0,
+        gt=0,
+        description="How long a worker claiming a flow run waits before reading the "
+        "claim back; the claim's write must finish within half of it.",
+    )

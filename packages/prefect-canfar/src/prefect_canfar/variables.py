@@ -67,7 +67,7 @@ class CanfarWorkerVariables(BaseVariables):
         title="Image",
         description="The session's container image, e.g. "
         "images.canfar.net/<project>/<name>:<tag>. It must provide Python with prefect "
-        "installed (the session runs `prefect flow-run execute`).",
+        "installed (the session runs `python -m prefect.engine`).",
         examples=["images.canfar.net/skaha/astroml:latest"],
     )
     cores: int = Field(
@@ -98,8 +98,8 @@ class CanfarWorkerVariables(BaseVariables):
     command: str | None = Field(
         default=None,
         title="Command",
-        description="The shell command the session runs; leave empty for Prefect's "
-        "`prefect flow-run execute`.",
+        description="The shell command the session runs; leave empty for the Prefect "
+        "engine alone, `python -m prefect.engine` (one interpreter per flow run).",
     )
     url: str | None = Field(
         default=None,

@@ -44,13 +44,17 @@ from prefect.logging.loggers import PrefectLogAdapter
 from prefect.settings import PREFECT_API_URL
 from prefect.workers.base import BaseWorker, BaseWorkerResult
 
+from prefect_canfar.adoption import Adopter
 from prefect_canfar.configuration import CanfarWorkerJobConfiguration, SessionRequest
 from prefect_canfar.connections import Backend, Backends, resolve_connection
 from prefect_canfar.credentials import DOCS_URL
 from prefect_canfar.exit_codes import VANISHED, report
+from prefect_canfar.leases import LEASE_LABEL
 from prefect_canfar.reachability import unreachable_api_warning
 from prefect_canfar.settings import CanfarWorkerSettings
+from prefect_canfar.slots import Slots
 from prefect_canfar.streaming import OutputStreamer
+from prefect_canfar.transient import retry_transient
 from prefect_canfar.variables import CanfarWorkerVariables
 
 if TYPE_CHECKING:
@@ -106,6 +110,9 @@ class CanfarWorker(
         self._killed: set[str] = set()
         # Flow runs whose session this worker is still watching.
         self._watched_runs: set[UUID] = set()
+        # Sessions alive per pool and queue (concurrency limits), and adoption.
+        self._slots = Slots()
+        self._adoption = Adopter(self)
 
     def get_flow_run_logger(self, flow_run: FlowRun) -> PrefectLogAdapter:
         """Prefect's flow-run logger, logging user errors without a traceback."""
@@ -115,9 +122,36 @@ class CanfarWorker(
     async def teardown(self, *exc_info: Any) -> None:
         """Prefect's teardown (which waits for runs), then close trackers and clients."""
         try:
+            await self._adoption.aclose()
             await super().teardown(*exc_info)
         finally:
             await self._backends.aclose()
+
+    async def get_and_submit_flow_runs(self) -> list[FlowRun]:
+        """Adopt orphaned sessions first (once, then on a timer), then Prefect's poll."""
+        await self._adoption.start()
+        return await super().get_and_submit_flow_runs()
+
+    async def _give_worker_labels_to_flow_run(self, flow_run_id: UUID) -> None:
+        """Prefect's worker labels plus this worker's lease, retried while the Prefect
+        API fails transiently: before the session exists, a failure here would turn the
+        run Crashed although nothing went wrong with it."""
+        if not self._client:
+            return
+        labels: dict[str, str] = {
+            "prefect.worker.name": self.name,
+            "prefect.worker.type": self.type,
+            LEASE_LABEL: self._adoption.me.label(),
+        }
+        if self._work_pool:
+            labels["prefect.work-pool.name"] = self._work_pool.name
+            labels["prefect.work-pool.id"] = str(self._work_pool.id)
+        client = self._client
+        await retry_transient(
+            lambda: client.update_flow_run_labels(flow_run_id, labels),  # type: ignore[arg-type]
+            f"label flow run {flow_run_id}",
+            logger=self._logger,
+        )
 
     # -- run -----------------------------------------------------------------------------
 
@@ -186,11 +220,15 @@ class CanfarWorker(
                 "worker can write to pass them in a 0600 file instead.",
                 ", ".join(request.secrets_in_env),
             )
+        await self._wait_for_slot(logger, flow_run)
         if request.secrets_file is not None:
             write_secrets_file(request.secrets_file, request.secrets)
+        # No await since the wait: the place is taken before another run can see it.
+        self._slots.hold(flow_run.id, flow_run.work_queue_name)
         try:
             session_id = await creator.create(request.spec)
         except BaseException:
+            self._slots.release(flow_run.id)
             remove_secrets_file(request.secrets_file)
             raise
         try:
@@ -211,10 +249,13 @@ class CanfarWorker(
                 f", {request.spec.gpus} GPU(s)" if request.spec.gpus else "",
             )
             self._watched_runs.add(flow_run.id)
+            self._adoption.register(flow_run.id, session_id, configuration)
             if task_status is not None:
                 task_status.started(session_id)
         except BaseException:
             self._watched_runs.discard(flow_run.id)
+            self._adoption.unregister(flow_run.id)
+            self._slots.release(flow_run.id)
             remove_secrets_file(request.secrets_file)
             # Never leave a session that nobody watches.
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
@@ -228,7 +269,11 @@ class CanfarWorker(
                 # "stop and clean up", as deleting a Kubernetes job does.
                 await self._delete_quietly(backend.client, session_id, logger)
                 logger.info("Flow run cancelled: deleted CANFAR session %s.", session_id)
+            if status != 0 and flow_run.id in self._adoption.superseded:
+                status = 0  # the worker that took the lease reports the end
         finally:
+            self._slots.release(flow_run.id)
+            self._adoption.unregister(flow_run.id)
             # Consumed by the session unless it never started (pending, deleted).
             remove_secrets_file(request.secrets_file)
             self._killed.discard(session_id)
@@ -237,6 +282,39 @@ class CanfarWorker(
             if observer is not None:
                 observer.remove_in_flight_flow_run_id(flow_run.id)
         return CanfarWorkerResult(identifier=session_id, status_code=status)
+
+    async def _wait_for_slot(self, logger: PrefectLogAdapter, flow_run: FlowRun) -> None:
+        """Wait until one more session fits the pool's and the queue's concurrency
+        limits, counting the sessions this worker still watches (see `slots`)."""
+        pool = self._work_pool
+        pool_limit = pool.concurrency_limit if pool is not None else None
+        queue_limit = await self._queue_limit(flow_run.work_queue_name)
+        if pool_limit is None and queue_limit is None:
+            return
+        await self._slots.wait(
+            flow_run.work_queue_name,
+            pool_limit,
+            queue_limit,
+            on_wait=lambda alive: logger.info(
+                "Waiting for one of the %d CANFAR sessions of this worker to end: the "
+                "concurrency limit (pool %s, queue %s) counts sessions until they end.",
+                alive,
+                pool_limit,
+                queue_limit,
+            ),
+        )
+
+    async def _queue_limit(self, queue: str | None) -> int | None:
+        """The concurrency limit of a work queue of this pool (None if none or unknown)."""
+        if not queue:
+            return None
+        try:
+            found = await self.client.read_work_queue_by_name(
+                queue, work_pool_name=self._work_pool_name
+            )
+        except Exception:
+            return None
+        return found.concurrency_limit
 
     async def _follow(
         self,
