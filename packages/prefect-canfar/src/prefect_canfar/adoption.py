@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
-from canfar_core.runtime_limit import runtime_backstop
+from canfar_core import runtime_backstop
 from prefect._internal.infrastructure_exit_codes import get_infrastructure_exit_info
 from prefect.client.schemas.filters import (
     FlowRunFilter,
