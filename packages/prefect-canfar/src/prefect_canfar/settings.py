@@ -45,8 +45,10 @@ class CanfarWorkerSettings(PrefectBaseSettings):
         gt=0,
         description="How often `stream_output` reads new session output.",
     )
+    # As often as Prefect's own worker polls for scheduled runs (PREFECT_WORKER_QUERY_SECONDS):
+    # this tick is also how a running flow run's cancellation reaches its session.
     adopt_interval_seconds: float = Field(
-        default=30.0,
+        default=10.0,
         gt=0,
         description="How often the worker looks for flow runs whose CANFAR session no "
         "live worker watches (to adopt them) and for cancelled runs it watches.",
