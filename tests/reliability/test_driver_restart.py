@@ -92,7 +92,12 @@ rule all:
 
 rule slow:
     output: "slow/{i}.txt"
-    shell: "sleep 12; echo CODE{wildcards.i} > {output}"
+    # Held until the test releases it (at most 120 s), not for a fixed time: on a loaded
+    # machine the restart alone can outlast a fixed sleep, and there is then nothing
+    # left running to adopt or to replace.
+    shell:
+        "for n in $(seq 600); do [ -e GATE ] && break; sleep 0.2; done; "
+        "echo CODE{wildcards.i} > {output}"
 
 rule after:
     input: expand("slow/{i}.txt", i=range(2))
@@ -113,13 +118,15 @@ rule after:
     ],
 )
 def test_restart_after_sigkill_adopts_running_sessions(
+    tmp_path: Path,
     workflow: Callable[..., Workflow],
     platform: LocalPlatform,
     wait_for: Callable[..., object],
     restart_args: tuple[str, ...],
     new_code: str | None,
 ) -> None:
-    wf = workflow(SLOW_WORKFLOW)
+    gate = tmp_path / "release"
+    wf = workflow(SLOW_WORKFLOW.replace("GATE", str(gate)))
     first = wf.start()
     try:
         wait_for(
@@ -145,8 +152,21 @@ def test_restart_after_sigkill_adopts_running_sessions(
     assert unlock.returncode == 0, unlock.stderr
     if new_code is not None:
         snakefile = wf.path / "Snakefile"
-        snakefile.write_text(snakefile.read_text().replace("CODE", new_code))
-    second = wf.run(*restart_args)
+        snakefile.write_text(snakefile.read_text().replace("echo CODE", f"echo {new_code}"))
+    restarted = wf.start(*restart_args)
+    output = wf.path / "snakemake.out"
+    verb = "Adopting" if new_code is None else "Deleted"
+    try:
+        wait_for(
+            lambda: all(f"{verb} CANFAR session {s}" in output.read_text() for s in running),
+            timeout=SNAKEMAKE_TIMEOUT,
+            interval=0.2,
+            what=f"the restarted Snakemake to say '{verb}' for both sessions",
+        )
+    finally:
+        gate.touch()
+        returncode = restarted.wait(timeout=SNAKEMAKE_TIMEOUT)
+    second = subprocess.CompletedProcess(restarted.args, returncode, output.read_text())
     assert second.returncode == 0, second.stdout
     created = platform.created()
     assert duplicated_names(created) == []
