@@ -9,13 +9,13 @@ flow run's state history, its logs (`read_logs` with a flow-run filter) and the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 from uuid import UUID
 
 import anyio
 import pytest
-from canfar_core import AsyncCanfarClient
+from canfar_core import AsyncCanfarClient, SessionSpec
 from canfar_local import LocalPlatform, PlatformConfig
 from canfar_local.testing import async_wait_for
 from prefect import get_client
@@ -26,7 +26,7 @@ from prefect.events.schemas.events import ReceivedEvent
 from prefect.logging.handlers import APILogHandler
 from prefect_canfar.exit_codes import IMAGE_FAILURE, UNKNOWN_FAILURE, VANISHED
 
-from tests.prefect.conftest import PrefectServer
+from tests.prefect.conftest import IMAGE, PrefectServer
 from tests.prefect.test_worker import Started, canfar_worker, configure, new_flow_run, run
 
 CAPACITY_RAM_GIB = 64
@@ -90,7 +90,7 @@ async def events_of(session_id: str, *names: str) -> list[ReceivedEvent]:
 
 
 async def run_then(
-    worker: Any, flow_run: Any, configuration: Any, after_start: Callable[[], None]
+    worker: Any, flow_run: Any, configuration: Any, after_start: Callable[[], Awaitable[None]]
 ) -> Started:
     """`run()`, doing `after_start` once the session exists and is watched."""
     started = Started()
@@ -100,7 +100,7 @@ async def run_then(
 
     async with anyio.create_task_group() as group:
         started.session_id = await group.start(target)
-        after_start()
+        await after_start()
     return started
 
 
@@ -156,20 +156,36 @@ async def test_a_queued_session_says_why_once_in_the_flow_runs_state_log_and_eve
 async def test_an_unpullable_image_crashes_the_flow_run_within_the_window(
     canfar: LocalPlatform,
 ) -> None:
-    async with canfar_worker() as worker:
-        flow_run = await new_flow_run()
-        # A mistyped tag fails in the 3 s window, not at the hour-long pending timeout.
-        configuration = await configure(
-            canfar, flow_run, image=MISSING, pending_timeout_seconds=3600
+    async with AsyncCanfarClient(url=canfar.url, token=canfar.token) as platform:
+        # The machine is full: the run's session first queues, then is admitted and
+        # cannot pull its image; its state follows the reason as it changes.
+        blocker = await platform.create(
+            SessionSpec(name="blocker", image=IMAGE, ram=CAPACITY_RAM_GIB, cmd="sleep", args="120")
         )
-        started = await run(worker, flow_run, configuration)
+        async with canfar_worker() as worker:
+            flow_run = await new_flow_run()
+            # A mistyped tag fails in the 3 s window, not at the hour-long pending timeout.
+            configuration = await configure(
+                canfar, flow_run, image=MISSING, ram=1, pending_timeout_seconds=3600
+            )
+
+            async def admit() -> None:
+                await logs_once(flow_run.id, "is Pending: queued")
+                await platform.delete(blocker)
+
+            started = await run_then(worker, flow_run, configuration, admit)
     assert started.result is not None and started.result.status_code == IMAGE_FAILURE
     session_id = started.session_id
     assert session_id is not None
 
     logs = await logs_once(flow_run.id, "could not pull its image and was deleted")
     assert any("the image cannot be pulled" in log.message for log in logs)
-    final = (await state_history(flow_run.id))[-1]
+    states = await state_history(flow_run.id)
+    pending = [s.message or "" for s in states if s.name == "InfrastructurePending"]
+    assert len(pending) == 2, pending
+    assert "is Pending: queued" in pending[0]
+    assert "is Pending: the image cannot be pulled" in pending[1]
+    final = states[-1]
     assert final.type.value == "CRASHED", final
     message = final.message or ""
     assert "could not pull its image" in message
@@ -190,12 +206,10 @@ async def test_credentials_refused_while_following_are_reported_as_a_refusal(
         configuration = await configure(canfar, flow_run, ram=CAPACITY_RAM_GIB + 1)
 
         # The session waits; then CANFAR refuses the token on the next listing.
-        started = await run_then(
-            worker,
-            flow_run,
-            configuration,
-            lambda: canfar.inject_fault(method="GET", route="/v1/session", status=401, count=1),
-        )
+        async def refuse() -> None:
+            canfar.inject_fault(method="GET", route="/v1/session", status=401, count=1)
+
+        started = await run_then(worker, flow_run, configuration, refuse)
     assert started.result is not None and started.result.status_code == VANISHED
     logs = await logs_once(flow_run.id, "refused the credentials")
     assert not any("Lost track" in log.message for log in logs)

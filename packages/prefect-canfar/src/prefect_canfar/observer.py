@@ -256,7 +256,9 @@ class SessionObserver:
         a second submission), so the first reason is proposed and a changed one replaces
         the run's InfrastructurePending state with `force`; a run already Running, final,
         paused or cancelling is left alone (the session is Pending, so its engine has
-        not started; a run moved on means someone else decided).
+        not started; a run moved on means someone else decided). A forced state skips
+        orchestration, so if another state (a cancellation) arrived between the read and
+        the write, it is put back on top.
         """
         if self.client is None:
             return
@@ -273,7 +275,20 @@ class SessionObserver:
             return
         with contextlib.suppress(Exception):
             async with asyncio.timeout(PROPOSE_SECONDS):
-                await self.client.set_flow_run_state(self.flow_run_id, proposed, force=True)
+                await self._replace(state.id, proposed)
+
+    async def _replace(self, previous_id: UUID, proposed: Any) -> None:
+        """Force `proposed` over the state `previous_id`, undoing it if one came between."""
+        assert self.client is not None
+        result = await self.client.set_flow_run_state(self.flow_run_id, proposed, force=True)
+        ours = result.state
+        history = await self.client.read_flow_run_states(self.flow_run_id)
+        index = next((i for i, s in enumerate(history) if ours and s.id == ours.id), None)
+        if index is None or index == 0:
+            return
+        between = history[index - 1]
+        if between.id != previous_id and between.type is not StateType.PENDING:
+            await self.client.set_flow_run_state(self.flow_run_id, between.fresh_copy(), force=True)
 
     async def _propose(self, state: Any) -> None:
         if self.client is None:
