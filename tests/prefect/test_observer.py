@@ -110,8 +110,9 @@ async def state_history(flow_run_id: UUID) -> list[Any]:
 
 
 async def test_a_queued_session_says_why_once_in_the_flow_runs_state_log_and_events(
-    canfar: LocalPlatform,
+    canfar: LocalPlatform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("PREFECT_INTEGRATIONS_CANFAR_HEARTBEAT_SECONDS", "2")
     async with canfar_worker() as worker:
         flow_run = await new_flow_run()
         configuration = await configure(
@@ -129,6 +130,7 @@ async def test_a_queued_session_says_why_once_in_the_flow_runs_state_log_and_eve
     queued = [log.message for log in logs if "is Pending: queued" in log.message]
     assert len(queued) == 1, queued
     assert session_id in queued[0] and "admission queue has not admitted it yet" in queued[0]
+    assert any(f"{session_id} is still Pending after" in log.message for log in logs)
     retries = [log for log in logs if "GET session failed (HTTP 500" in log.message]
     assert retries and retries[0].name == "canfar_core.client"
 
