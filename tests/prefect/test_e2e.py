@@ -184,6 +184,8 @@ def test_run_stuck_pending_ends_crashed_with_the_events(
     found = logs(run.id, "still Pending after pending_timeout_seconds (2 s)")
     assert f"Events of CANFAR session {done.infrastructure_pid}" in found
     assert "ErrImagePull" in found and "ImagePullBackOff" in found
+    # The worker's explanation is the Crashed state's message, not only a log line.
+    assert f"Events of CANFAR session {done.infrastructure_pid}" in (done.state.message or "")
     assert done.infrastructure_pid
     gone = canfar.session_state(done.infrastructure_pid)
     assert gone is None or gone["phase"] == "deleted"

@@ -62,7 +62,7 @@ from canfar_core.names import random_token, sanitize, unique_name
 from canfar_core.outcome import OOM_EXIT_CODE, TIMEOUT_EXIT_CODE, Outcome, OutcomeKind
 from canfar_core.phase import Phase
 from canfar_core.progress import Progress, ProgressKind
-from canfar_core.refusals import is_refusal, refusal_sentence
+from canfar_core.refusals import is_refusal, refusal_sentence, where_of
 from canfar_core.retry import RetryPolicy
 from canfar_core.runtime_limit import runtime_backstop
 from canfar_core.sync import CanfarClient
@@ -135,5 +135,6 @@ __all__ = [
     "unique_name",
     "url_problem",
     "use_platform",
+    "where_of",
     "write_secrets_file",
 ]

@@ -19,7 +19,14 @@ import hashlib
 import logging
 from dataclasses import dataclass
 
-from canfar_core import AsyncCanfarClient, CanfarConfig, SessionTracker, resolve_config
+from canfar_core import (
+    AsyncCanfarClient,
+    CanfarConfig,
+    SessionTracker,
+    events_timing,
+    resolve_config,
+    runs_on_this_machine,
+)
 from pydantic import SecretStr
 
 from prefect_canfar.configuration import CanfarWorkerJobConfiguration
@@ -81,6 +88,11 @@ class Backends:
             backend = self._backends.get(key)
             if backend is None:
                 client = AsyncCanfarClient(config)
+                # A Pending session's events are read early (its reason, a failing image
+                # pull) and at a bounded rate; sooner on this machine.
+                events_delay, events_interval = events_timing(
+                    same_machine=runs_on_this_machine(config)
+                )
                 tracker = SessionTracker(
                     client,
                     min_interval=min(
@@ -88,6 +100,9 @@ class Backends:
                     ),
                     max_interval=self.settings.poll_max_seconds,
                     outage_seconds=self.settings.outage_seconds,
+                    events_delay=events_delay,
+                    events_interval=events_interval,
+                    image_pull_window=self.settings.image_pull_timeout_seconds,
                 )
                 backend = Backend(client, tracker, asyncio.get_running_loop())
                 self._backends[key] = backend

@@ -59,3 +59,17 @@ class CanfarWorkerSettings(PrefectBaseSettings):
         description="How long a worker claiming a flow run waits before reading the "
         "claim back; the claim's write must finish within half of it.",
     )
+    image_pull_timeout_seconds: float = Field(
+        default=180.0,
+        gt=0,
+        description="How long a session's image may keep failing to pull (ErrImagePull, "
+        "ImagePullBackOff: a mistyped tag) before the session is deleted and its flow run "
+        "Crashed with the session's events (status 125), long before "
+        "pending_timeout_seconds. A worker setting: one tracker watches every run.",
+    )
+    heartbeat_seconds: float = Field(
+        default=900.0,
+        ge=0,
+        description="How often a flow run's log says that its CANFAR session is still "
+        "Pending or Running (0: never).",
+    )

@@ -29,6 +29,7 @@ from canfar_core import (
     CanfarConfig,
     CanfarError,
     ConfigurationError,
+    CredentialsRefusedError,
     Outcome,
     PermissionDeniedError,
     SessionNotFoundError,
@@ -36,6 +37,7 @@ from canfar_core import (
     TrackerOutageError,
     refusal_sentence,
     remove_secrets_file,
+    where_of,
     write_secrets_file,
 )
 from prefect.client.schemas.objects import StateType
@@ -50,6 +52,7 @@ from prefect_canfar.connections import Backend, Backends, resolve_connection
 from prefect_canfar.credentials import DOCS_URL
 from prefect_canfar.exit_codes import VANISHED, report
 from prefect_canfar.leases import LEASE_LABEL
+from prefect_canfar.observer import SessionObserver
 from prefect_canfar.reachability import unreachable_api_warning
 from prefect_canfar.settings import CanfarWorkerSettings
 from prefect_canfar.slots import Slots
@@ -113,6 +116,8 @@ class CanfarWorker(
         # Sessions alive per pool and queue (concurrency limits), and adoption.
         self._slots = Slots()
         self._adoption = Adopter(self)
+        # What each flow run's state, log and events show of its session (observer.py).
+        self._observers: dict[UUID, SessionObserver] = {}
 
     def get_flow_run_logger(self, flow_run: FlowRun) -> PrefectLogAdapter:
         """Prefect's flow-run logger, logging user errors without a traceback."""
@@ -178,6 +183,13 @@ class CanfarWorker(
         """Create the session, report its id as started, wait, return its status code."""
         logger = self.get_flow_run_logger(flow_run)
         config = resolve_connection(configuration)
+        self._observers[flow_run.id] = SessionObserver(
+            flow_run_id=flow_run.id,
+            logger=logger,
+            client=self._client,
+            related=self._event_related_resources(configuration=configuration, include_self=True),
+            heartbeat_seconds=self.settings.heartbeat_seconds,
+        )
         try:
             return await self._run(logger, config, flow_run, configuration, task_status)
         except (AuthenticationError, PermissionDeniedError) as exc:
@@ -189,6 +201,8 @@ class CanfarWorker(
                     also="update the CANFAR credentials block",
                 )
             ) from None
+        finally:
+            await self._observers.pop(flow_run.id).aclose()
 
     async def _run(
         self,
@@ -232,12 +246,15 @@ class CanfarWorker(
             remove_secrets_file(request.secrets_file)
             raise
         try:
+            observer = self._observers[flow_run.id]
+            observer.watching(session_id, request.spec.name)
             backend.tracker.watch(
                 session_id,
                 name=request.spec.name,
                 state_dir=request.envelope.state_dir,
                 pending_timeout=request.pending_timeout,
                 runtime_limit=request.runtime_limit,
+                on_progress=observer.on_progress,
             )
             logger.info(
                 "Created CANFAR session %s (%s): image %s, %g core(s), %g GiB RAM%s.",
@@ -338,6 +355,24 @@ class CanfarWorker(
         try:
             outcome = await backend.tracker.wait(session_id)
             return await self._conclude(logger, configuration, backend, outcome)
+        except CredentialsRefusedError as exc:
+            # Not an outage: the credentials will not start working by waiting.
+            config = backend.client.config
+            sentence = refusal_sentence(
+                exc.cause,
+                where=where_of(config),
+                source=config.source,
+                also="update the CANFAR credentials block",
+            )
+            logger.error(
+                "%s CANFAR session %s may still be running; the flow run's final state is "
+                "whatever the engine in the session reports.",
+                sentence,
+                session_id,
+            )
+            if (observer := self._observer_of(session_id)) is not None:
+                await observer.crash(sentence)
+            return VANISHED
         except TrackerOutageError as exc:
             logger.error(
                 "Lost track of CANFAR session %s: %s. Its flow run's final state is whatever "
@@ -380,6 +415,8 @@ class CanfarWorker(
         )
         for line in result.lines:
             logger.log(result.level, line)
+        if (observer := self._observer_of(outcome.session_id)) is not None:
+            await observer.concluded(outcome, result)
         tail_lines = self.settings.log_tail_lines
         if result.forward_output and tail_lines > 0:
             tail = outcome.log_tail(tail_lines)
@@ -395,6 +432,10 @@ class CanfarWorker(
         if result.status_code == TIMEOUT_EXIT_CODE or configuration.delete_session_on_completion:
             await self._delete_quietly(backend.client, outcome.session_id, logger)
         return result.status_code
+
+    def _observer_of(self, session_id: str) -> SessionObserver | None:
+        """The observer of the flow run this session belongs to."""
+        return next((o for o in self._observers.values() if o.session_id == session_id), None)
 
     async def _was_cancelled(self, flow_run_id: UUID) -> bool:
         """Whether Prefect has the flow run as Cancelling or Cancelled (False if unknown)."""
