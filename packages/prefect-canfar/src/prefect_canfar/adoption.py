@@ -51,6 +51,7 @@ from prefect_canfar.leases import (
     won,
     write_trusted,
 )
+from prefect_canfar.observer import SessionObserver
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
@@ -254,14 +255,29 @@ class Adopter:
         worker = self.worker
         logger = worker.get_flow_run_logger(run)
         session_id = str(run.infrastructure_pid).strip()
+        observer: SessionObserver | None = None
         try:
             configuration = await self._configuration(run)
             backend = await worker._backends.backend(resolve_connection(configuration))
+            # The run's state, log and events show the adopted session as they would
+            # have under the worker that created it (observer.py).
+            observer = SessionObserver(
+                flow_run_id=run.id,
+                logger=logger,
+                client=worker._client,
+                related=worker._event_related_resources(
+                    configuration=configuration, include_self=True
+                ),
+                heartbeat_seconds=worker.settings.heartbeat_seconds,
+            )
+            observer.watching(session_id, None)
+            worker._observers[run.id] = observer
             backend.tracker.watch(
                 session_id,
                 state_dir=configuration.state_dir,
                 pending_timeout=configuration.pending_timeout_seconds,
                 runtime_limit=runtime_backstop(configuration.job_timeout_seconds),
+                on_progress=observer.on_progress,
             )
             self.register(run.id, session_id, configuration)
             logger.info(
@@ -294,6 +310,10 @@ class Adopter:
                 exc,
             )
         finally:
+            if observer is not None:
+                worker._observers.pop(run.id, None)
+                with contextlib.suppress(Exception):
+                    await observer.aclose()
             worker._killed.discard(session_id)
             worker._watched_runs.discard(run.id)
             worker._slots.release(run.id)
