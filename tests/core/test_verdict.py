@@ -24,6 +24,7 @@ from canfar_core.verdict import (
     events_due,
     wake_at,
     with_events,
+    with_exit_file,
     with_log_failure,
     with_logs,
 )
@@ -275,3 +276,32 @@ def test_policy_refuses_impossible_timings() -> None:
         Policy(stuck_grace=5, stuck_timeout=1)
     with pytest.raises(ValueError, match="events_interval=0"):
         Policy(events_interval=0)
+
+
+# -- issue 18: the exit-file fast path -------------------------------------------------------
+
+
+def test_an_exit_file_the_list_does_not_know_of_resolves_once_its_log_agrees() -> None:
+    found = with_exit_file(Records(), 0, 5.0)
+    running = facts(Phase.RUNNING)
+    assert decide(session("Running"), running, found, 5.0, POLICY) == NEED_LOGS
+    agreed = read(found, f"done\n{marker_line(0, 'abc')}\n", at=5.1, exists=True)
+    verdict = decide(session("Running"), running, agreed, 5.1, POLICY)
+    assert verdict.kind is OutcomeKind.SUCCEEDED and verdict.exit_code == 0
+    failed = read(with_exit_file(Records(), 3, 5.0), marker_line(3, "abc"), at=5.1)
+    verdict = decide(session("Pending"), facts(Phase.PENDING), failed, 5.1, POLICY)
+    assert verdict.kind is OutcomeKind.FAILED and verdict.exit_code == 3
+
+
+def test_an_exit_file_alone_waits_for_the_list_and_the_list_overrides_it() -> None:
+    # The log beside it does not end with the same exit line: the list decides.
+    lone = read(with_exit_file(Records(), 0, 5.0), "no exit line here\n", at=5.1)
+    assert decide(session("Running"), facts(Phase.RUNNING), lone, 5.1, POLICY) == WAIT
+    # Read before the file was found: the log must be read again.
+    stale = with_exit_file(read(Records(), marker_line(0, "abc"), at=1.0), 0, 5.0)
+    assert decide(session("Running"), facts(Phase.RUNNING), stale, 5.0, POLICY) == NEED_LOGS
+    # The list says Failed: a recorded 0 is a failure, whatever the fast path found.
+    agreed = read(with_exit_file(Records(), 0, 5.0), marker_line(0, "abc"), at=5.1)
+    agreed = with_events(agreed, "table", False, 5.1)
+    verdict = decide(session("Failed"), facts(Phase.FAILED), agreed, 5.1, POLICY)
+    assert verdict.kind is OutcomeKind.FAILED and verdict.exit_code is None

@@ -380,3 +380,52 @@ async def test_a_queued_session_is_told_why_once_and_events_are_read_at_a_bounde
     assert phases[0] == (None, Phase.PENDING) and phases[-1][1] is Phase.COMPLETED
     assert reads < ticks, f"events are not read every tick ({reads} reads, {ticks} ticks)"
     print(f"\n{reads} events reads in {ticks} ticks; {reasons[0].describe()}")
+
+
+# -- issue 18: the exit-file fast path -------------------------------------------------------
+
+
+async def test_an_exit_file_reports_the_end_without_a_list_request(platform, tmp_path) -> None:
+    """Counted at the platform: after the first listing, the ends of both sessions come
+    from the state dir's exit files and logs; no list, events or log request is made."""
+    async with client_for(platform.url, platform.token) as client:
+        state = tmp_path / "state"
+        tracker = SessionTracker(client, min_interval=0.2, max_interval=60, exit_scan_interval=0.2)
+        specs = {
+            "ok": envelope("sleep 2; echo fine", state_dir=state).spec(name="ok", image=IMAGE),
+            "bad": envelope("sleep 2; exit 3", state_dir=state).spec(name="bad", image=IMAGE),
+        }
+        ids = {key: await client.create(spec) for key, spec in specs.items()}
+        before = platform.counters()
+        futures = [tracker.watch(sid, state_dir=str(state)) for sid in ids.values()]
+        ok, bad = await asyncio.wait_for(asyncio.gather(*futures), 30)
+        after = platform.counters()
+        await tracker.aclose()
+    requests = {k: after[k] - before.get(k, 0) for k in after if k != "total"}
+    assert requests.get("GET /v1/session", 0) == 1, requests  # the first listing only
+    assert sum(requests.values()) == 1, requests
+    assert ok.success and ok.exit_code == 0 and "fine" in ok.logs
+    assert bad.kind is OutcomeKind.FAILED and bad.exit_code == 3
+    assert tracker.scans >= 1
+    print(f"\nrequests while two sessions ended: {requests}; {tracker.scans} scans")
+
+
+async def test_the_list_overrides_a_contradicting_exit_file(platform, tmp_path) -> None:
+    """The platform shows the session Failed (as a pod killed after its command) while
+    its command records 0 in the exit file. The list says Failed, so the recorded 0 is a
+    failure, as without the fast path: a verdict never rests on the file alone."""
+    async with client_for(platform.url, platform.token) as client:
+        state = tmp_path / "state"
+        tracker = SessionTracker(client, min_interval=0.1, max_interval=5, exit_scan_interval=0.1)
+        sid = await client.create(
+            envelope("sleep 1", state_dir=state).spec(name="held", image=IMAGE)
+        )
+        platform.hold_phase(sid, "Failed")
+        await until((state / f"{sid}.exit").exists, timeout=30, what="the exit file")
+        outcome = await asyncio.wait_for(tracker.watch(sid, state_dir=str(state)), 30)
+        await tracker.aclose()
+    assert (state / f"{sid}.exit").read_text().strip() == "0"
+    assert outcome.kind is OutcomeKind.FAILED and not outcome.success
+    assert outcome.exit_code is None
+    assert "exit record says 0" in (outcome.reason or "")
+    print(f"\n{outcome.describe()}")

@@ -22,6 +22,15 @@ the rules there:
   With a state dir the envelope tees the whole log to a file there and only its ends
   are read; without one the log is streamed from the API to `log_path`, if the watch
   names one, keeping the tail.
+- The exit-file fast path (`exit_scan_interval`): sessions launched with a state dir
+  write `<id>.exit` there as the envelope's last act, so every `exit_scan_interval`
+  seconds the tracker reads each state directory once (one `scandir`, not a stat per
+  session, so thousands of sessions on a network filesystem cost one read) and resolves
+  the watches whose exit file appeared, from that file and the log file beside it,
+  without an API request (`decide`'s fast-path rule: both records must agree). The
+  list stays the authority for everything else (phases, vanished sessions, sessions
+  without a state dir); while every watch has a state dir it is read at
+  `max_interval` (the user's status interval), not faster after each change.
 - While a session is Pending its events are read at a bounded rate, never per tick;
   a hook (`on_progress`) hears of phase changes and of a waiting session's reason, once
   and again only when it changes.
@@ -32,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
@@ -63,6 +73,7 @@ from canfar_core.verdict import (
     envelope_never_ran,
     wake_at,
     with_events,
+    with_exit_file,
     with_log_failure,
     with_logs,
 )
@@ -111,6 +122,15 @@ class _Watch:
         )
 
 
+def exit_file_names(state_dir: str) -> frozenset[str]:
+    """The names of the exit files in `state_dir`: one directory read, no stat per file."""
+    try:
+        with os.scandir(state_dir) as entries:
+            return frozenset(e.name for e in entries if e.name.endswith(".exit"))
+    except OSError:
+        return frozenset()
+
+
 class _Refused(Exception):
     """Carries a 401/403 met while reading a record up to the tick, which stops all."""
 
@@ -131,7 +151,9 @@ class SessionTracker:
     a record is deleted as STUCK. `events_delay`/`events_interval`: when a Pending
     session's events are first read, and how often after; `image_pull_window`: how long
     an image pull may keep failing before the session is deleted as IMAGE_PULL_FAILED.
-    `log_tail_bytes`: how much of each log's end is kept in memory. `on_progress`: a
+    `exit_scan_interval`: seconds between reads of the state directories for exit
+    files (None: off; see the module docstring). `log_tail_bytes`: how much of each
+    log's end is kept in memory. `on_progress`: a
     hook for every watch (see `canfar_core.progress`). `clock`: seconds, monotonic
     (tests inject one).
     """
@@ -151,9 +173,15 @@ class SessionTracker:
         events_interval: float = 30.0,
         image_pull_window: float = 180.0,
         log_tail_bytes: int = DEFAULT_TAIL_BYTES,
+        exit_scan_interval: float | None = None,
         on_progress: ProgressHook | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if exit_scan_interval is not None and not 0 < exit_scan_interval <= max_interval:
+            raise ValueError(
+                f"exit_scan_interval={exit_scan_interval!r} is not allowed: more than 0 and "
+                f"at most max_interval ({max_interval:g} s), or None to turn the fast path off."
+            )
         if not 0 < min_interval <= max_interval <= MAX_INTERVAL_CAP:
             raise ValueError(
                 f"min_interval={min_interval}, max_interval={max_interval} are not allowed: "
@@ -178,6 +206,9 @@ class SessionTracker:
             log_read_attempts=LOG_READ_TICKS,
         )
         self.log_tail_bytes = log_tail_bytes
+        self.exit_scan_interval = exit_scan_interval
+        self.scans = 0
+        self._listed_at: float | None = None
         self.on_progress = on_progress
         self.clock = clock
         self.ticks = 0
@@ -318,33 +349,114 @@ class SessionTracker:
                 self._wake.clear()
                 await self._wake.wait()
             self._wake.clear()
-            try:
-                changed = await self.tick()
-                self._tick_failed = False
-            except Exception as exc:  # a bug here must not silently kill every watch
-                if self._tick_failed:
-                    log.warning("Session tracker tick failed again (%s); continuing.", exc)
-                else:
-                    log.exception("Session tracker tick failed; continuing.")
-                self._tick_failed = True
-                changed = False
-            self.interval = (
-                self.min_interval
-                if changed
-                else min(self.max_interval, self.interval * self.backoff)
-            )
+            if self._list_due():
+                self._listed_at = self.clock()
+                changed = await self._guarded_step(self.tick)
+                self.interval = (
+                    self.min_interval
+                    if changed
+                    else min(self.max_interval, self.interval * self.backoff)
+                )
+            if self._scanning():
+                await self._guarded_step(self.scan_exit_files)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._next_sleep())
+
+    async def _guarded_step(self, step: Callable[[], Coroutine[Any, Any, bool]]) -> bool:
+        """Run a tick or a scan; a bug in one must not silently kill every watch."""
+        try:
+            changed = await step()
+            self._tick_failed = False
+            return changed
+        except Exception as exc:
+            if self._tick_failed:
+                log.warning("Session tracker tick failed again (%s); continuing.", exc)
+            else:
+                log.exception("Session tracker tick failed; continuing.")
+            self._tick_failed = True
+            return False
+
+    def _scanning(self) -> bool:
+        """Whether the fast path is on and some watch has a state dir to scan."""
+        return self.exit_scan_interval is not None and any(
+            w.state_dir is not None for w in self._watches.values()
+        )
+
+    def _fast_path_covers_all(self) -> bool:
+        """Whether every watch's end will be seen by the scan (then the list may be slow)."""
+        return self.exit_scan_interval is not None and all(
+            w.state_dir is not None for w in self._watches.values()
+        )
+
+    def _list_due(self) -> bool:
+        """Whether this wake lists: always, unless the fast path covers every watch.
+
+        Then the list is read every `max_interval` (the user's interval) and when a
+        deadline of some watch falls due, not again after each change or new watch.
+        """
+        if self._listed_at is None or not self._fast_path_covers_all():
+            return True
+        now = self.clock()
+        if now - self._listed_at >= self.max_interval - 0.05:
+            return True
+        return self._deadline_due(now)
+
+    def _deadline_due(self, now: float) -> bool:
+        for watch in self._watches.values():
+            due = wake_at(watch.facts(), watch.records, self.policy)
+            if due is not None and due <= now and (self._listed_at or 0.0) < due:
+                return True
+        return False
 
     def _next_sleep(self) -> float:
         """The interval, shortened so that a deadline of some watch is checked on time."""
         now = self.clock()
         sleep = self.interval
+        if self._fast_path_covers_all() and self._listed_at is not None:
+            sleep = max(0.05, self._listed_at + self.max_interval - now)
         for watch in self._watches.values():
             due = wake_at(watch.facts(), watch.records, self.policy)
-            if due is not None:
+            if due is not None and due > (self._listed_at or 0.0) - 0.05:
                 sleep = min(sleep, max(0.05, due - now + 0.05))
+        if self._scanning():
+            assert self.exit_scan_interval is not None
+            sleep = min(sleep, self.exit_scan_interval)
         return sleep
+
+    async def scan_exit_files(self) -> bool:
+        """The fast path: one directory read per state dir; resolve the watches that ended.
+
+        Returns True when any watch resolved. Costs no API request (the log file beside
+        the exit file is read from the same directory).
+        """
+        waiting: dict[str, list[_Watch]] = {}
+        for watch in self._watches.values():
+            ended_unseen = watch.state_dir is not None and watch.records.exit_file is None
+            if ended_unseen and not watch.resolving:
+                waiting.setdefault(watch.state_dir, []).append(watch)
+        if not waiting:
+            return False
+        self.scans += 1
+        found: list[_Watch] = []
+        for state_dir, watches in waiting.items():
+            names = await asyncio.to_thread(exit_file_names, state_dir)
+            found += [w for w in watches if f"{w.session_id}.exit" in names]
+        jobs = []
+        now = self.clock()
+        for watch in found:
+            code = read_exit_file(watch.state_dir, watch.session_id)
+            if code is None:
+                continue  # named but unreadable: the list decides later
+            watch.records = with_exit_file(watch.records, code, now)
+            jobs.append(self._guarded(watch, self._advance(watch, watch.session)))
+        if not jobs:
+            return False
+        try:
+            results = await asyncio.gather(*jobs)
+        except _Refused as refused:  # not from the state dir; kept for symmetry with tick
+            self._refused(refused.error)
+            return True
+        return any(results)
 
     async def tick(self) -> bool:
         """One poll: list once, update every watch. Returns True when anything changed."""

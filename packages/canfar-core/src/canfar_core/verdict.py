@@ -19,6 +19,13 @@ The rules, in order:
   state-dir log was never created, the reason says the envelope never ran and shows
   the log's first lines. Only a session watched with `enveloped=False` may succeed on
   phase `Completed` alone.
+- Ended before the list knows (the exit-file fast path): while the last listing still
+  shows `Pending` or `Running`, an exit file found in the state dir resolves the session
+  only when the log file beside it ends with this session's exit line carrying the same
+  code. The envelope writes that line, then the exit file, so both agree for every
+  command that ended normally; when they do not, the list decides. Once the list shows
+  a terminal phase, the rules for it apply (a recorded 0 with `Failed` is a failure),
+  so a verdict never rests on the exit file alone when the list says otherwise.
 - Gone from the list: resolved from the exit file (or the saved log's exit line),
   else `VANISHED`; a session missing within `vanish_grace` of its watch is waited on.
 - `Pending` past `pending_timeout`: deleted, with its events. While `Pending`, events
@@ -114,16 +121,19 @@ class WatchFacts:
 class Records:
     """The records read for one session so far.
 
-    `exit_file`: the code in `<state_dir>/<id>.exit`. `marker`: the code on the log's final
-    line, if that line is this session's exit line. `logs_read_at`: when the log was last
-    read (None: never); `log_failures`: reads that failed since. `log_file_exists`: for a
-    state dir, whether the envelope created its log file. `events_read_at`, `events`
-    (the table, None when there is none or no pod yet), `no_pod` (the events view said
-    404: nothing scheduled yet). `pull_failing_since`/`pull_seen_at`: the first and the
-    latest read in an unbroken run of reads that showed an image pull failing.
+    `exit_file`: the code in `<state_dir>/<id>.exit`; `exit_file_seen_at`: when the
+    fast path found it while the list still showed the session alive. `marker`: the
+    code on the log's final line, if that line is this session's exit line.
+    `logs_read_at`: when the log was last read (None: never); `log_failures`: reads
+    that failed since. `log_file_exists`: for a state dir, whether the envelope created
+    its log file. `events_read_at`, `events` (the table, None when there is none or no
+    pod yet), `no_pod` (the events view said 404: nothing scheduled yet).
+    `pull_failing_since`/`pull_seen_at`: the first and the latest read in an unbroken
+    run of reads that showed an image pull failing.
     """
 
     exit_file: int | None = None
+    exit_file_seen_at: float | None = None
     marker: int | None = None
     logs_read_at: float | None = None
     log_failures: int = 0
@@ -187,6 +197,8 @@ def decide(
         phase = session.phase
         if phase.is_terminal:
             verdict = _finished(session, watch, records, now, policy)
+        elif records.exit_file_seen_at is not None and phase in (Phase.PENDING, Phase.RUNNING):
+            verdict = _ended_unlisted(phase, watch, records, now, policy)
         elif phase is Phase.PENDING:
             verdict = _pending(watch, records, now, policy)
         elif phase is Phase.RUNNING:
@@ -347,6 +359,23 @@ def events_due(watch: WatchFacts, records: Records, now: float, policy: Policy) 
     return read is None or read < watch.phase_since or now - read >= policy.events_interval
 
 
+def _ended_unlisted(
+    phase: Phase, watch: WatchFacts, records: Records, now: float, policy: Policy
+) -> Verdict:
+    """An exit file found while the last listing still shows the session alive."""
+    seen = records.exit_file_seen_at
+    assert seen is not None and records.exit_file is not None
+    unread = records.logs_read_at is None or records.logs_read_at < seen
+    if unread and records.log_failures < policy.log_read_attempts:
+        return NEED_LOGS  # the log file beside it, on the same filesystem
+    if records.marker == records.exit_file:
+        # The command ended and said how; the pod's events would cost a request and,
+        # with the pod still up, tell nothing about the command.
+        return replace(_from_record(records.exit_file, phase, watch), events=False)
+    # The two records of the envelope disagree: wait for the list, the authority.
+    return _pending(watch, records, now, policy) if phase is Phase.PENDING else _running(watch, now)
+
+
 def _running(watch: WatchFacts, now: float) -> Verdict:
     limit = watch.runtime_limit
     if limit is not None and now - watch.phase_since >= limit:
@@ -408,6 +437,11 @@ def wake_at(watch: WatchFacts, records: Records, policy: Policy) -> float | None
 
 
 # -- updating records (pure, so the tracker's bookkeeping has unit tests too) ------------
+
+
+def with_exit_file(records: Records, code: int, now: float) -> Records:
+    """The records after the fast path found an exit file the list does not know of yet."""
+    return replace(records, exit_file=code, exit_file_seen_at=now)
 
 
 def with_events(records: Records, table: str | None, no_pod: bool, now: float) -> Records:
