@@ -118,10 +118,15 @@ class Executor(RemoteExecutor):
             image_pull_window=float(run.settings.image_pull_timeout),
             events_delay=run.events_delay,
             events_interval=run.events_interval,
+            exit_scan_interval=run.exit_scan_interval,
             on_progress=self._progress,
         )
         self.heartbeat = Heartbeat()
-        self.next_seconds_between_status_checks = min(1.0, run.min_interval)
+        # Reading the tracker's outcomes costs nothing: check as often as the fast path
+        # may learn of an end, so it reaches Snakemake without waiting a whole second.
+        self.next_seconds_between_status_checks = min(
+            1.0, run.min_interval, run.exit_scan_interval or 1.0
+        )
         self.book = SessionBook()
         self._said: set[str] = set()
         self._live: dict[str, Session] | None = None

@@ -63,6 +63,7 @@ class RunContext:
     max_interval: float
     events_delay: float = 10.0
     events_interval: float = 30.0
+    exit_scan_interval: float | None = None
 
     @property
     def is_local(self) -> bool:
@@ -137,6 +138,14 @@ def open_run(workflow: Any) -> tuple[RunContext, CanfarClient]:
     seconds = workflow.remote_execution_settings.seconds_between_status_checks
     min_interval, max_interval = status_intervals(seconds, same_machine=same_machine)
     events_delay, events_interval = events_timing(same_machine=same_machine)
+    exit_scan = settings.exit_scan_interval or None
+    if exit_scan is not None and exit_scan > max_interval:
+        client.close()
+        raise WorkflowError(
+            f"--canfar-exit-scan-interval={settings.exit_scan_interval:g} is not allowed with "
+            f"--seconds-between-status-checks {seconds:g}: the state directory is read for "
+            "exit files at most as slowly as the session list, or use 0 to turn it off."
+        )
     context = RunContext(
         settings=settings,
         run_id=new_run_id(),
@@ -153,6 +162,7 @@ def open_run(workflow: Any) -> tuple[RunContext, CanfarClient]:
         max_interval=max_interval,
         events_delay=events_delay,
         events_interval=events_interval,
+        exit_scan_interval=exit_scan,
     )
     return context, client
 

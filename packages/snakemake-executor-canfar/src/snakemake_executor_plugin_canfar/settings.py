@@ -17,6 +17,8 @@ from snakemake_interface_executor_plugins.settings import CommonSettings, Execut
 DEFAULT_PENDING_TIMEOUT = 3600
 DEFAULT_SUBMIT_CONCURRENCY = 8
 DEFAULT_IMAGE_PULL_TIMEOUT = 180
+# Half a second: a chain of short jobs then loses well under a second per step.
+DEFAULT_EXIT_SCAN_INTERVAL = 0.5
 
 # A shared-filesystem remote executor: every session sees the workflow directory (on
 # CANFAR, `/arc`), so sources and outputs need no staging. Environment variables are
@@ -128,6 +130,16 @@ class ExecutorSettings(ExecutorSettingsBase):
             "help": "Seconds a session's image may keep failing to pull (ErrImagePull, "
             "ImagePullBackOff: a mistyped tag) before the job fails with the session's "
             "events, long before --canfar-pending-timeout.",
+            "metavar": "SECONDS",
+        },
+    )
+    exit_scan_interval: float = field(
+        default=DEFAULT_EXIT_SCAN_INTERVAL,
+        metadata={
+            "help": "Seconds between reads of the state directory for the exit files "
+            "sessions write as they end: a job's end is known within this, with no API "
+            "request, while the session list is read only every "
+            "--seconds-between-status-checks. 0 turns this fast path off.",
             "metavar": "SECONDS",
         },
     )

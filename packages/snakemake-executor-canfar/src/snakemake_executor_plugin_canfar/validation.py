@@ -54,6 +54,11 @@ def settings_problems(settings: ExecutorSettings) -> list[str]:
             f"--canfar-image-pull-timeout={settings.image_pull_timeout} is not allowed: "
             "use a number of seconds of at least 1."
         )
+    if not settings.exit_scan_interval >= 0:
+        problems.append(
+            f"--canfar-exit-scan-interval={settings.exit_scan_interval} is not allowed: "
+            "use a number of seconds, or 0 to turn the exit-file fast path off."
+        )
     if settings.submit_concurrency < 1:
         problems.append(
             f"--canfar-submit-concurrency={settings.submit_concurrency} is not allowed: "
