@@ -397,6 +397,11 @@ class Executor(RemoteExecutor):
         Credentials refused mid-run stop the run at once, with the one renew sentence:
         waiting would only make every job fail later as an outage.
         """
+        if self.run is None:
+            # The status thread's first check can come before the run's setup: without
+            # this its first sleep would be a whole --seconds-between-status-checks, the
+            # time by which the run's first job end would reach Snakemake late.
+            self.next_seconds_between_status_checks = 0.5
         refusal = self.bridge.tracker.refusal if self.run is not None else None
         if refusal is not None:
             # Snakemake prints an ApiError as its one line (a WorkflowError would add

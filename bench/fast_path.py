@@ -1,0 +1,299 @@
+"""How soon Snakemake knows a job has ended: the exit-file fast path vs the list vs markers.
+
+Two workflows of one-second jobs, each run three ways with Snakemake's default
+`--seconds-between-status-checks 10`:
+
+- a chain of 30 dependent jobs (each waits for the one before), where every second
+  between a job's end and Snakemake knowing it is lost;
+- a fan-out of 200 independent jobs and a merge.
+
+(a) `--executor canfar` with the exit-file fast path (the default: the tracker reads the
+    state directory every 0.5 s and the session list every 10 s);
+(b) the same with `--canfar-exit-scan-interval 0`: ends are learnt from the list only;
+(c) `--executor cluster-generic`, whose job scripts run in the background and touch
+    marker files that Snakemake checks every status interval.
+
+The canfar runs use `canfar-local serve` (out of process), so its request counters can
+be read. Latency is from the moment the end record appears (the session's exit file,
+or cluster-generic's `.jobfinished` marker; a watcher scans for them every 20 ms) to
+the moment Snakemake prints `Finished jobid: N` (its output is read line by line).
+
+    uv run python bench/fast_path.py [--chain 30] [--fan 200] [--only chain]
+
+Targets: with the fast path, latency p50 <= 1 s and p95 <= 2 s with at most one list
+request per 10 s, and the chain at least 3x faster than (b).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import tempfile
+import textwrap
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from _common import (
+    PYTHON,
+    ServedPlatform,
+    base_env,
+    exit_on_sigterm,
+    print_header,
+    print_metrics,
+    print_table,
+    ratio,
+    stop_process,
+    verdict,
+)
+
+STATUS_SECONDS = "10"
+RUN_TIMEOUT_SECONDS = 1800
+FINISHED = re.compile(r"Finished jobid: (\d+)")
+# Job scripts in the background, their output beside them; a job id for Snakemake.
+SUBMIT = """sh -c 'sh "$0" >"$0.out" 2>&1 </dev/null & echo $!'"""
+
+
+def chain_snakefile(steps: int) -> str:
+    return textwrap.dedent(
+        f"""
+        rule all:
+            input: "chain/{steps - 1}.txt"
+
+        def previous(wildcards):
+            i = int(wildcards.i)
+            return [] if i == 0 else [f"chain/{{i - 1}}.txt"]
+
+        rule step:
+            input: previous
+            output: "chain/{{i}}.txt"
+            shell: "sleep 1; echo {{wildcards.i}} > {{output}}"
+        """
+    )
+
+
+def fan_snakefile(parts: int) -> str:
+    return textwrap.dedent(
+        f"""
+        rule merge:
+            input: expand("parts/{{i}}.txt", i=range({parts}))
+            output: "merged.txt"
+            shell: "cat {{input}} > {{output}}"
+
+        rule part:
+            output: "parts/{{i}}.txt"
+            shell: "sleep 1; echo {{wildcards.i}} > {{output}}"
+        """
+    )
+
+
+class EndWatcher:
+    """First-seen times of end records (exit files or markers), scanned every 20 ms."""
+
+    def __init__(self, workdir: Path, kind: str) -> None:
+        self.workdir, self.kind = workdir, kind
+        self.seen: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _dirs(self) -> list[Path]:
+        if self.kind == "canfar":
+            return [self.workdir / ".snakemake" / "canfar" / "sessions"]
+        base = self.workdir / ".snakemake"
+        try:
+            return [base / e.name for e in os.scandir(base) if e.name.startswith("tmp.")]
+        except OSError:
+            return []
+
+    def _run(self) -> None:
+        suffix = ".exit" if self.kind == "canfar" else ".jobfinished"
+        while not self._stop.wait(0.02):
+            now = time.time()
+            for directory in self._dirs():
+                try:
+                    names = [e.name for e in os.scandir(directory) if e.name.endswith(suffix)]
+                except OSError:
+                    continue
+                for name in names:
+                    self.seen.setdefault(name[: -len(suffix)], now)
+
+    def __enter__(self) -> EndWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class Run:
+    label: str
+    seconds: float
+    ok: bool
+    latencies: list[float] = field(default_factory=list)
+    lists: int | None = None
+
+    @property
+    def lists_per_minute(self) -> float | None:
+        return None if self.lists is None else self.lists / (self.seconds / 60)
+
+    def percentile(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        values = sorted(self.latencies)
+        return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+
+def snakemake(
+    label: str,
+    workdir: Path,
+    snakefile: str,
+    args: list[str],
+    env: dict[str, str],
+    kind: str,
+    platform: ServedPlatform | None,
+) -> Run:
+    """Run Snakemake once; time stamp its `Finished jobid` lines and the end records."""
+    workdir.mkdir(parents=True)
+    (workdir / "Snakefile").write_text(snakefile)
+    argv = [PYTHON, "-m", "snakemake", "--nocolor", "--jobs", "250", *args]
+    argv += ["--seconds-between-status-checks", STATUS_SECONDS]
+    print(f"running ({label})", flush=True)
+    finished: dict[str, float] = {}
+    if platform is not None:
+        platform.reset_counters()
+    started = time.monotonic()
+    with EndWatcher(workdir, kind) as watcher:
+        process = subprocess.Popen(
+            argv,
+            cwd=workdir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        timer = threading.Timer(RUN_TIMEOUT_SECONDS, stop_process, args=(process,))
+        timer.start()
+        lines: list[str] = []
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            match = FINISHED.search(line)
+            if match:
+                finished[match.group(1)] = time.time()
+        process.wait()
+        timer.cancel()
+    seconds = time.monotonic() - started
+    ok = process.returncode == 0
+    if not ok:
+        print(f"  FAILED (exit {process.returncode}):\n" + "".join(lines[-30:]))
+    lists = platform.counters().get("GET /v1/session", 0) if platform is not None else None
+    ends = watcher.seen
+    if kind == "canfar":
+        ends = {job: ends[sid] for sid, job in canfar_jobs(workdir).items() if sid in ends}
+    latencies = [finished[j] - t for j, t in ends.items() if j in finished]
+    print(f"  {seconds:.1f} s, {len(latencies)} latencies", flush=True)
+    return Run(label, seconds, ok, latencies, lists)
+
+
+def canfar_jobs(workdir: Path) -> dict[str, str]:
+    """Session id -> Snakemake job id, from the run ledger (names end `-<jobid>-<attempt>`)."""
+    jobs: dict[str, str] = {}
+    ledger = workdir / ".snakemake" / "canfar" / "ledger.jsonl"
+    for line in ledger.read_text().splitlines():
+        entry = json.loads(line)
+        if entry.get("op") == "submit":
+            jobs[entry["session"]] = entry["name"].rsplit("-", 2)[-2]
+    return jobs
+
+
+def main() -> int:
+    exit_on_sigterm()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chain", type=int, default=30, help="dependent jobs in the chain")
+    parser.add_argument("--fan", type=int, default=200, help="independent jobs in the fan-out")
+    parser.add_argument("--only", choices=["chain", "fan"], help="run one workflow only")
+    args = parser.parse_args()
+    print_header(
+        "Snakemake: how soon a job's end is known (exit-file fast path)",
+        [
+            f"workflows: a chain of {args.chain} dependent 1 s jobs; a fan-out of "
+            f"{args.fan} 1 s jobs and a merge",
+            f"--seconds-between-status-checks {STATUS_SECONDS} everywhere",
+            "(a) canfar, fast path on (default); (b) canfar, --canfar-exit-scan-interval 0; "
+            "(c) cluster-generic (marker files); canfar against `canfar-local serve`",
+        ],
+    )
+    directory = Path(tempfile.mkdtemp(prefix="bench-fast-path-"))
+    workflows = {"chain": chain_snakefile(args.chain), "fan": fan_snakefile(args.fan)}
+    if args.only:
+        workflows = {args.only: workflows[args.only]}
+    runs: dict[tuple[str, str], Run] = {}
+    platform = ServedPlatform.start(directory / "platform", cores=256, ram_gib=1024)
+    with platform:
+        canfar = ["--executor", "canfar", "--canfar-url", platform.url]
+        env = base_env(SNAKEMAKE_CANFAR_TOKEN=platform.token)
+        modes = {
+            "a: fast path": (canfar, env, "canfar", platform),
+            "b: list only": (
+                [*canfar, "--canfar-exit-scan-interval", "0"],
+                env,
+                "canfar",
+                platform,
+            ),
+            "c: cluster-generic": (
+                ["--executor", "cluster-generic", "--cluster-generic-submit-cmd", SUBMIT],
+                base_env(),
+                "markers",
+                None,
+            ),
+        }
+        for wf, text in workflows.items():
+            for label, (extra, run_env, kind, served) in modes.items():
+                workdir = directory / f"{wf}-{label.split(':')[0]}"
+                runs[(wf, label)] = snakemake(
+                    f"{wf}, {label}", workdir, text, extra, run_env, kind, served
+                )
+    rows = []
+    for (wf, label), run in runs.items():
+        per_minute = run.lists_per_minute
+        rows.append(
+            [
+                wf,
+                label,
+                f"{run.seconds:.1f}",
+                f"{run.percentile(0.5):.2f}",
+                f"{run.percentile(0.95):.2f}",
+                "-" if per_minute is None else f"{per_minute:.1f}",
+                "yes" if run.ok else "NO",
+            ]
+        )
+    print_table(["workflow", "run", "wall s", "latency p50 s", "p95 s", "lists/min", "ok"], rows)
+    metrics: dict[str, float | int | str | bool] = {}
+    met = True
+    for wf in workflows:
+        fast, listed = runs[(wf, "a: fast path")], runs[(wf, "b: list only")]
+        generic = runs[(wf, "c: cluster-generic")]
+        metrics[f"{wf}_fast_p50_s"] = round(fast.percentile(0.5), 2)
+        metrics[f"{wf}_fast_p95_s"] = round(fast.percentile(0.95), 2)
+        metrics[f"{wf}_fast_lists_per_minute"] = round(fast.lists_per_minute or 0, 2)
+        metrics[f"{wf}_list_only_over_fast_wall"] = ratio(listed.seconds, fast.seconds)
+        metrics[f"{wf}_cluster_generic_over_fast_wall"] = ratio(generic.seconds, fast.seconds)
+        met &= fast.ok and fast.percentile(0.5) <= 1 and fast.percentile(0.95) <= 2
+        met &= (fast.lists_per_minute or 0) <= 6.0
+    if "chain" in workflows:
+        met &= metrics["chain_list_only_over_fast_wall"] >= 3  # type: ignore[operator]
+    print_metrics(metrics)
+    print(f"targets: {verdict(met)}")
+    print(f"work directories: {directory}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
