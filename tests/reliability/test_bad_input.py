@@ -1258,8 +1258,12 @@ RUNNER_CASES = {
     ),
     "runner-wrong-token-401": RunnerCase(
         submit(square, 2),
-        AuthenticationError,
-        sentence("HTTP 401 (GET /skaha/v1/repository): Unauthorized"),
+        ConfigurationError,
+        lambda canfar, tmp: (
+            f"CANFAR at {canfar.platform.url} refused the credentials from the CANFAR "
+            "credentials (Unauthorized); renew them with `canfar login` or update the CANFAR "
+            "credentials block."
+        ),
         lambda canfar, tmp: {
             "credentials": CanfarCredentials(url=canfar.platform.url, token="not-a-token")
         },

@@ -76,7 +76,7 @@ def test_threads_and_memory_round_up_to_allowed_values() -> None:
     # The rule every engine shares (canfar_core.allowed.fit): raised, and said so; a
     # request only rounded up to its whole number is not worth a line.
     assert sparse.notes == (
-        "rule align: mem_mb=9000 (8.4 GiB) raised to ram=10, the smallest value the server allows",
+        "rule align: mem_mb=9000 (8.4 GiB) raised to 10, the smallest value the server allows",
     )
     assert request.notes == ()
 

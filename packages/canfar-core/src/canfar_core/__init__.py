@@ -49,6 +49,7 @@ from canfar_core.launch import Envelope, envelope, remove_secrets_file, write_se
 from canfar_core.local import (
     IMAGE_PYTHON,
     LOCAL_IMAGE,
+    default_image,
     events_timing,
     is_loopback_url,
     on_shared_filesystem,
@@ -114,6 +115,7 @@ __all__ = [
     "TrackerOutageError",
     "check_registry",
     "child_exit_code",
+    "default_image",
     "diagnose_outcome",
     "envelope",
     "events_timing",

@@ -39,12 +39,17 @@ class Fitted:
     @property
     def note(self) -> str | None:
         """The sentence that tells the user a request was raised, or None."""
+        return self.note_for(f"{self.resource} {self.requested:g}")
+
+    def note_for(self, asked: str) -> str | None:
+        """The same sentence, naming the request in the engine's words (`asked`).
+
+        Snakemake says what the rule wrote (`threads=3 (cores)`, `mem_mb=9000 (8.4 GiB)`);
+        the rest of the sentence is this one, so a change here changes every engine.
+        """
         if not self.raised:
             return None
-        return (
-            f"{self.resource} {self.requested:g} raised to {self.value}, the smallest value "
-            "the server allows"
-        )
+        return f"{asked} raised to {self.value}, the smallest value the server allows"
 
 
 def fit(context: Context, resource: str, requested: float, *, field: str | None = None) -> Fitted:

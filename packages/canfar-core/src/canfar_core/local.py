@@ -78,6 +78,14 @@ def events_timing(*, same_machine: bool) -> tuple[float, float]:
     return (1.0, 2.0) if same_machine else (10.0, 30.0)
 
 
+def default_image(local: bool) -> str | None:
+    """The image a session gets when none is set: `LOCAL_IMAGE` on this machine, else none.
+
+    Read at call time (not imported as a constant), so every engine follows a change.
+    """
+    return LOCAL_IMAGE if local else None
+
+
 def session_python(local: bool) -> str:
     """The interpreter a session runs Python with: this one on this machine, else the image's."""
     return sys.executable if local else IMAGE_PYTHON

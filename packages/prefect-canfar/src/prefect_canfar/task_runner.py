@@ -30,20 +30,27 @@ from pathlib import Path
 from typing import Any
 
 from canfar_core import (
-    LOCAL_IMAGE,
     CanfarClient,
     CanfarConfig,
+    CanfarError,
+    ConfigurationError,
     Context,
     Outcome,
     SpecError,
     TrackerBridge,
     check_registry,
+    default_image,
     envelope,
+    events_timing,
     fit,
+    is_refusal,
+    refusal_sentence,
     resolve_config,
+    runs_on_this_machine,
     runtime_backstop,
     session_python,
     unique_name,
+    where_of,
 )
 from prefect.futures import PrefectConcurrentFuture, PrefectFuture, wait
 from prefect.task_runners import TaskRunner
@@ -278,10 +285,14 @@ class CanfarTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
                 raise SpecError(
                     "image", None, "CanfarTaskRunner needs an image (e.g. images.canfar.net/...)"
                 )
-            options = SessionOptions(image=LOCAL_IMAGE).over(options)
-        image = options.image or LOCAL_IMAGE
-        check_registry(image, service.repositories())
-        context = service.context()
+            options = SessionOptions(image=default_image(True)).over(options)
+        try:
+            registries, context = service.repositories(), service.context()
+        except CanfarError as exc:
+            if not is_refusal(exc):
+                raise
+            raise ConfigurationError(self._refusal(exc, service.client.aio.config)) from None
+        check_registry(options.image or "", registries)
         sizes = {}
         for resource in ("cores", "ram", "gpus"):
             wanted = getattr(options, resource)
@@ -294,6 +305,11 @@ class CanfarTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
                 logger.info(note)
             sizes[resource] = fitted.value
         return replace(options, **sizes)
+
+    def _refusal(self, error: CanfarError, config: CanfarConfig) -> str:
+        """The refusal sentence every engine prints, naming the block when one was given."""
+        also = "update the CANFAR credentials block" if self.credentials is not None else None
+        return refusal_sentence(error, where=where_of(config), source=config.source, also=also)
 
     def python_executable(self, local: bool) -> str:
         """The interpreter the session runs the task engine with."""
@@ -327,9 +343,17 @@ class _SessionService:
     """The client, the tracker (bridged to the task threads) and the session slots of one runner."""
 
     def __init__(self, config: CanfarConfig, max_sessions: int) -> None:
-        self.local = config.is_local
+        # The embedded platform in-process or on a loopback URL: sessions see this machine.
+        self.local = runs_on_this_machine(config)
         self.client = CanfarClient(config)
-        self.bridge = TrackerBridge(self.client, min_interval=0.3, max_interval=10.0)
+        events_delay, events_interval = events_timing(same_machine=self.local)
+        self.bridge = TrackerBridge(
+            self.client,
+            min_interval=0.3,
+            max_interval=10.0,
+            events_delay=events_delay,
+            events_interval=events_interval,
+        )
         self.slots = threading.BoundedSemaphore(max_sessions)
         self._live: set[str] = set()
         self._lock = threading.Lock()
@@ -527,7 +551,7 @@ class _TaskJob:
         )
         spec = wrapped.spec(
             name=unique_name("task", self.task.name),
-            image=self.options.image or LOCAL_IMAGE,
+            image=self.options.image or "",  # set by `_validated` (given or defaulted)
             cores=self.options.cores,
             ram=self.options.ram,
             gpus=self.options.gpus,

@@ -196,7 +196,7 @@ class CanfarWorker(
             raise ConfigurationError(
                 refusal_sentence(
                     exc,
-                    where=config.url,
+                    where=where_of(config),
                     source=config.source,
                     also="update the CANFAR credentials block",
                 )

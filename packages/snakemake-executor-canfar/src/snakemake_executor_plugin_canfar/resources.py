@@ -28,9 +28,6 @@ BYTES_PER_GIB = 2**30
 FALLBACK_RAM_GIB = 4  # canfar.net's default request, used if /context names none
 
 
-_SMALLEST = "the smallest value the server allows"
-
-
 class RequestError(ValueError):
     """A job's request cannot be satisfied; the message is one sentence for the user."""
 
@@ -90,8 +87,9 @@ def _smallest(
         raise RequestError(
             f"{label} requests {what}, which is not allowed: {exc.allowed}."
         ) from None
-    if fitted.raised:
-        notes.append(f"{label}: {what} raised to {resource}={fitted.value}, {_SMALLEST}")
+    note = fitted.note_for(what)  # canfar-core's sentence, in the rule's words
+    if note is not None:
+        notes.append(f"{label}: {note}")
     return fitted.value
 
 

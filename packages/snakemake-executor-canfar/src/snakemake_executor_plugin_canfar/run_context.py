@@ -15,19 +15,20 @@ from pathlib import Path
 from typing import Any
 
 from canfar_core import (
-    IMAGE_PYTHON,
-    LOCAL_IMAGE,
     CanfarClient,
     CanfarConfig,
     CanfarError,
     ConfigurationError,
     Context,
+    default_image,
     events_timing,
     is_refusal,
     on_shared_filesystem,
     refusal_sentence,
     resolve_config,
     runs_on_this_machine,
+    session_python,
+    where_of,
 )
 from pydantic import SecretStr
 from snakemake_interface_common.exceptions import WorkflowError
@@ -116,11 +117,11 @@ def open_run(workflow: Any) -> tuple[RunContext, CanfarClient]:
         check_writable(logdir, "--canfar-logdir", settings.logdir)
 
     client = CanfarClient(config)
-    where = "the embedded platform" if config.is_local else config.url
+    where = where_of(config)
     try:
         server = client.context()
         registries = client.repositories()
-        image = settings.image or (LOCAL_IMAGE if same_machine else None)
+        image = settings.image or default_image(same_machine)
         problems = server_problems(settings, image, registries, server)
         if problems:
             raise WorkflowError(" ".join(problems))
@@ -194,6 +195,5 @@ def _python(settings: ExecutorSettings, same_machine: bool) -> str:
     """The interpreter that runs `-m snakemake` inside the session."""
     if settings.python:
         return settings.python
-    if same_machine or on_shared_filesystem(sys.executable):
-        return sys.executable
-    return IMAGE_PYTHON
+    # An interpreter on /arc is seen by the sessions too, as this machine's is locally.
+    return session_python(same_machine or on_shared_filesystem(sys.executable))

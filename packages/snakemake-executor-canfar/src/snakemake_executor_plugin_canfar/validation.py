@@ -11,7 +11,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from canfar_core import Context, SpecError, on_shared_filesystem, registry_problem, url_problem
+from canfar_core import Context, SpecError, check_registry, on_shared_filesystem, url_problem
 from snakemake_interface_common.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
@@ -82,9 +82,10 @@ def server_problems(
     """
     problems = []
     if image:
-        problem = registry_problem(image, registries)
-        if problem is not None:
-            problems.append(f"--canfar-image={image!r} is not allowed: {problem}.")
+        try:
+            check_registry(image, registries, field="--canfar-image")
+        except SpecError as exc:
+            problems.append(str(exc))
     for name in ("cores", "ram", "gpus"):
         value = getattr(settings, name)
         if not value:
