@@ -64,6 +64,7 @@ from canfar_core.outcome import OOM_EXIT_CODE, TIMEOUT_EXIT_CODE, Outcome, Outco
 from canfar_core.phase import Phase
 from canfar_core.progress import Progress, ProgressKind
 from canfar_core.refusals import is_refusal, refusal_sentence, where_of
+from canfar_core.resources import SessionResources
 from canfar_core.retry import RetryPolicy
 from canfar_core.runtime_limit import runtime_backstop
 from canfar_core.sync import CanfarClient
@@ -108,6 +109,7 @@ __all__ = [
     "ServiceUnavailableError",
     "Session",
     "SessionNotFoundError",
+    "SessionResources",
     "SessionSpec",
     "SessionTracker",
     "SpecError",

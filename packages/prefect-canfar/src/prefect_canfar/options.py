@@ -17,9 +17,8 @@ import math
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, fields, replace
 
-from canfar_core import SpecError
+from canfar_core import SessionResources, SpecError
 
 TAG_PREFIX = "canfar:"
 OPTION_NAMES = ("cores", "ram", "gpus", "image")
@@ -49,19 +48,8 @@ SYNONYMS = {
 }
 
 
-@dataclass(frozen=True)
-class SessionOptions:
-    """Resources and image of a task's session; None means "not set here"."""
-
-    cores: float | None = None
-    ram: float | None = None
-    gpus: int | None = None
-    image: str | None = None
-
-    def over(self, base: SessionOptions) -> SessionOptions:
-        """These options, with unset fields taken from `base`."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return replace(base, **{k: v for k, v in values.items() if v is not None})
+# The task's layer of a session's resources; the layering rule is the core's.
+SessionOptions = SessionResources
 
 
 _NONE_SET = SessionOptions()

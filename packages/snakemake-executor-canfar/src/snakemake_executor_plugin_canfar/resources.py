@@ -20,7 +20,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from canfar_core import Context, SpecError, fit
+from canfar_core import Context, SessionResources, SpecError, fit
 
 MIB_PER_GIB = 1024
 BYTES_PER_MB = 1_000_000
@@ -32,14 +32,8 @@ class RequestError(ValueError):
     """A job's request cannot be satisfied; the message is one sentence for the user."""
 
 
-@dataclass(frozen=True)
-class Defaults:
-    """Plugin-wide defaults that a job's own resources override."""
-
-    image: str | None = None
-    cores: int | None = None
-    ram: int | None = None
-    gpus: int | None = None
+# Plugin-wide defaults that a job's own resources override (the core's layering rule).
+Defaults = SessionResources
 
 
 @dataclass(frozen=True)
