@@ -30,8 +30,8 @@ SCRIPTS: tuple[tuple[str, tuple[str, ...], int], ...] = (
     ("snakemake_overhead", (), 900),
     # --with-fixes measures the fixes proposed for canfar-core (see RESULTS.md).
     ("client_fanout", ("--with-fixes",), 480),
-    # The third pass measures the proposed fix (see RESULTS.md): the canfar pool running
-    # `python -m prefect.engine`, as the process worker does.
+    # The third pass runs the canfar pool with the old `prefect flow-run execute` command
+    # (two interpreters per run), beside the engine alone that sessions run now.
     ("prefect_worker", ("--also-cli-command",), 720),
     ("task_runner", (), 420),
     ("platform_scale", (), 300),
@@ -40,6 +40,8 @@ SCRIPTS: tuple[tuple[str, tuple[str, ...], int], ...] = (
     ("events_cost", (), 300),
     # About 12 minutes, most of it CanfarTaskRunner paying a 20 s start for each of 200 tasks.
     ("dask_cluster", (), 1800),
+    # Three runs each of a 30-job chain and a 200-job fan-out (issue 18).
+    ("fast_path", (), 2400),
 )
 METRIC = re.compile(r"^([a-z][a-z0-9_]*): (\S.*)$")
 
