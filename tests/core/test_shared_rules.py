@@ -507,6 +507,48 @@ def test_a_platform_on_this_machine_gets_the_local_defaults(
     assert away == ("python3.13",) * 2
 
 
+def test_whether_the_platform_is_on_this_machine_is_decided_once_for_every_engine(
+    server: LocalPlatform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def decided(**snakemake_settings: Any) -> dict[str, tuple[bool, tuple[float, float]]]:
+        """Each engine's "this machine" and when its tracker reads a Pending session's events."""
+        run = snakemake_run(server, tmp_path, **snakemake_settings)
+        with task_runner(server) as (_, service):
+            policy = service.bridge.tracker.policy
+            task = (service.local, (policy.events_delay, policy.events_interval))
+        # The worker's decision shows in its tracker and in its Prefect API warning.
+        loopback_api = unreachable_api_warning("http://127.0.0.1:4200/api", server.url)
+        return {
+            "snakemake": (run.same_machine, (run.events_delay, run.events_interval)),
+            "worker": (loopback_api is None, worker_events_timing(server)),
+            "task runner": task,
+        }
+
+    engines = ("snakemake", "worker", "task runner")
+    here = (True, canfar_core.local.SAME_MACHINE_EVENTS)
+    assert decided() == dict.fromkeys(engines, here)
+
+    # When events are read on this machine: changed in the core, every tracker follows.
+    monkeypatch.setattr(canfar_core.local, "SAME_MACHINE_EVENTS", (0.5, 0.75))
+    assert decided() == dict.fromkeys(engines, (True, (0.5, 0.75)))
+
+    # The decision itself: were a loopback URL not this machine, every engine would treat
+    # the server as CANFAR (the shared-filesystem check, an image required, the image's
+    # interpreter, the remote events timing, a warning about a loopback Prefect API).
+    monkeypatch.setattr(canfar_core.local, "is_loopback_url", lambda url: False)
+    assert not runs_on_this_machine(server.url)
+    refused = snakemake_refusal(server, tmp_path)
+    assert refused.startswith(f"The working directory {tmp_path} is not on CANFAR's shared")
+    away = (False, canfar_core.local.REMOTE_EVENTS)
+    assert decided(skip_workdir_check=True, image=IMAGE) == dict.fromkeys(engines, away)
+    run = snakemake_run(server, tmp_path, skip_workdir_check=True)  # no default image
+    with task_runner(server) as (runner, service), pytest.raises(SpecError) as task:
+        assert runner.python_executable(service.local) == canfar_core.local.IMAGE_PYTHON
+        task_options(runner, service, Said())
+    assert str(task.value).startswith("image=None is not allowed: CanfarTaskRunner needs")
+    assert (run.python, run.defaults.image) == (canfar_core.local.IMAGE_PYTHON, None)
+
+
 def test_both_engines_watch_through_the_cores_thread_bridge(server: LocalPlatform) -> None:
     # Snakemake's executor builds its bridge in `__post_init__` from this name, which must
     # be canfar-core's class, not a copy; the task runner's service holds a live one.
