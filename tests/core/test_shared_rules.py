@@ -29,6 +29,7 @@ import canfar_core.refusals
 import canfar_core.runtime_limit
 import pytest
 from canfar_core import (
+    AsyncCanfarClient,
     CanfarClient,
     ConfigurationError,
     Context,
@@ -559,33 +560,50 @@ def test_both_engines_watch_through_the_cores_thread_bridge(server: LocalPlatfor
         assert service.bridge.client is service.client
 
 
+def worker_secrets_file(
+    server: LocalPlatform, state_dir: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, int, int, str]:
+    """The file `CanfarWorker.run` writes for a flow run's secrets, as the create sees it.
+
+    The create is stopped (nothing reaches the server); the worker must remove the file.
+    """
+    seen: dict[str, Any] = {}
+
+    async def create(self: AsyncCanfarClient, spec: Any, **kwargs: Any) -> str:
+        # The one file under the state directory's secrets folder, just before the create.
+        (path,) = (state_dir / ".secrets").iterdir()
+        mode, parent = path.stat().st_mode, path.parent.stat().st_mode
+        seen.update(path=path, file=(stat.S_IMODE(mode), stat.S_IMODE(parent), path.read_text()))
+        assert not any(value in str(spec.to_params()) for value in env.values())
+        raise Stop
+
+    monkeypatch.setattr(AsyncCanfarClient, "create", create)
+    error = worker_run_error(server, state_dir=str(state_dir), env=env)
+    assert isinstance(error, Stop), error
+    return (seen["path"], *seen["file"])
+
+
 def test_secrets_travel_in_a_0600_file_written_by_the_core(
     server: LocalPlatform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     secret = "s3cr'et with $dollar"
+    env = {"PREFECT_API_KEY": secret}
 
     def written() -> dict[str, tuple[int, int, str]]:
         run = snakemake_run(server, tmp_path)
         plan = snakemake_plan(run, tmp_path, {})
-        write_secrets(plan, {"PREFECT_API_KEY": secret})
-        configuration = worker_configuration(
-            server, state_dir=str(tmp_path / "worker"), env={"PREFECT_API_KEY": secret}
-        )
-        request = configuration.session_request()
-        assert request.secrets_file is not None and request.secrets == {"PREFECT_API_KEY": secret}
-        # `CanfarWorker._run` writes the request's file just before the create.
-        write_secrets_file(request.secrets_file, request.secrets)
-        assert secret not in str(request.spec.to_params())  # in the file, not the request
-        out = {}
-        for engine, path in (("snakemake", plan.secrets_file), ("worker", request.secrets_file)):
-            assert path is not None
-            mode, parent = path.stat().st_mode, path.parent.stat().st_mode
-            out[engine] = (stat.S_IMODE(mode), stat.S_IMODE(parent), path.read_text())
-            canfar_core.launch.remove_secrets_file(path)
-            assert not path.exists()
-        return out
+        write_secrets(plan, env)  # the executor's hand-off, just before the create
+        path = plan.secrets_file
+        mode, parent = path.stat().st_mode, path.parent.stat().st_mode
+        snakemake = (stat.S_IMODE(mode), stat.S_IMODE(parent), path.read_text())
+        canfar_core.launch.remove_secrets_file(path)
+        assert not path.exists()
+        with pytest.MonkeyPatch.context() as patch:
+            path, *worker = worker_secrets_file(server, tmp_path / "worker", env, patch)
+        assert not path.exists()  # removed by the worker when the create failed
+        return {"snakemake": snakemake, "worker": tuple(worker)}
 
-    core = write_secrets_file(tmp_path / "core" / "k.sh", {"PREFECT_API_KEY": secret})
+    core = write_secrets_file(tmp_path / "core" / "k.sh", env)
     expected = (0o600, 0o700, core.read_text())
     assert written() == {"snakemake": expected, "worker": expected}
 
