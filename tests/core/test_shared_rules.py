@@ -29,6 +29,7 @@ import canfar_core.refusals
 import canfar_core.runtime_limit
 import pytest
 from canfar_core import (
+    AsyncCanfarClient,
     CanfarClient,
     ConfigurationError,
     Context,
@@ -507,6 +508,48 @@ def test_a_platform_on_this_machine_gets_the_local_defaults(
     assert away == ("python3.13",) * 2
 
 
+def test_whether_the_platform_is_on_this_machine_is_decided_once_for_every_engine(
+    server: LocalPlatform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def decided(**snakemake_settings: Any) -> dict[str, tuple[bool, tuple[float, float]]]:
+        """Each engine's "this machine" and when its tracker reads a Pending session's events."""
+        run = snakemake_run(server, tmp_path, **snakemake_settings)
+        with task_runner(server) as (_, service):
+            policy = service.bridge.tracker.policy
+            task = (service.local, (policy.events_delay, policy.events_interval))
+        # The worker's decision shows in its tracker and in its Prefect API warning.
+        loopback_api = unreachable_api_warning("http://127.0.0.1:4200/api", server.url)
+        return {
+            "snakemake": (run.same_machine, (run.events_delay, run.events_interval)),
+            "worker": (loopback_api is None, worker_events_timing(server)),
+            "task runner": task,
+        }
+
+    engines = ("snakemake", "worker", "task runner")
+    here = (True, canfar_core.local.SAME_MACHINE_EVENTS)
+    assert decided() == dict.fromkeys(engines, here)
+
+    # When events are read on this machine: changed in the core, every tracker follows.
+    monkeypatch.setattr(canfar_core.local, "SAME_MACHINE_EVENTS", (0.5, 0.75))
+    assert decided() == dict.fromkeys(engines, (True, (0.5, 0.75)))
+
+    # The decision itself: were a loopback URL not this machine, every engine would treat
+    # the server as CANFAR (the shared-filesystem check, an image required, the image's
+    # interpreter, the remote events timing, a warning about a loopback Prefect API).
+    monkeypatch.setattr(canfar_core.local, "is_loopback_url", lambda url: False)
+    assert not runs_on_this_machine(server.url)
+    refused = snakemake_refusal(server, tmp_path)
+    assert refused.startswith(f"The working directory {tmp_path} is not on CANFAR's shared")
+    away = (False, canfar_core.local.REMOTE_EVENTS)
+    assert decided(skip_workdir_check=True, image=IMAGE) == dict.fromkeys(engines, away)
+    run = snakemake_run(server, tmp_path, skip_workdir_check=True)  # no default image
+    with task_runner(server) as (runner, service), pytest.raises(SpecError) as task:
+        assert runner.python_executable(service.local) == canfar_core.local.IMAGE_PYTHON
+        task_options(runner, service, Said())
+    assert str(task.value).startswith("image=None is not allowed: CanfarTaskRunner needs")
+    assert (run.python, run.defaults.image) == (canfar_core.local.IMAGE_PYTHON, None)
+
+
 def test_both_engines_watch_through_the_cores_thread_bridge(server: LocalPlatform) -> None:
     # Snakemake's executor builds its bridge in `__post_init__` from this name, which must
     # be canfar-core's class, not a copy; the task runner's service holds a live one.
@@ -517,33 +560,50 @@ def test_both_engines_watch_through_the_cores_thread_bridge(server: LocalPlatfor
         assert service.bridge.client is service.client
 
 
+def worker_secrets_file(
+    server: LocalPlatform, state_dir: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, int, int, str]:
+    """The file `CanfarWorker.run` writes for a flow run's secrets, as the create sees it.
+
+    The create is stopped (nothing reaches the server); the worker must remove the file.
+    """
+    seen: dict[str, Any] = {}
+
+    async def create(self: AsyncCanfarClient, spec: Any, **kwargs: Any) -> str:
+        # The one file under the state directory's secrets folder, just before the create.
+        (path,) = (state_dir / ".secrets").iterdir()
+        mode, parent = path.stat().st_mode, path.parent.stat().st_mode
+        seen.update(path=path, file=(stat.S_IMODE(mode), stat.S_IMODE(parent), path.read_text()))
+        assert not any(value in str(spec.to_params()) for value in env.values())
+        raise Stop
+
+    monkeypatch.setattr(AsyncCanfarClient, "create", create)
+    error = worker_run_error(server, state_dir=str(state_dir), env=env)
+    assert isinstance(error, Stop), error
+    return (seen["path"], *seen["file"])
+
+
 def test_secrets_travel_in_a_0600_file_written_by_the_core(
     server: LocalPlatform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     secret = "s3cr'et with $dollar"
+    env = {"PREFECT_API_KEY": secret}
 
     def written() -> dict[str, tuple[int, int, str]]:
         run = snakemake_run(server, tmp_path)
         plan = snakemake_plan(run, tmp_path, {})
-        write_secrets(plan, {"PREFECT_API_KEY": secret})
-        configuration = worker_configuration(
-            server, state_dir=str(tmp_path / "worker"), env={"PREFECT_API_KEY": secret}
-        )
-        request = configuration.session_request()
-        assert request.secrets_file is not None and request.secrets == {"PREFECT_API_KEY": secret}
-        # `CanfarWorker._run` writes the request's file just before the create.
-        write_secrets_file(request.secrets_file, request.secrets)
-        assert secret not in str(request.spec.to_params())  # in the file, not the request
-        out = {}
-        for engine, path in (("snakemake", plan.secrets_file), ("worker", request.secrets_file)):
-            assert path is not None
-            mode, parent = path.stat().st_mode, path.parent.stat().st_mode
-            out[engine] = (stat.S_IMODE(mode), stat.S_IMODE(parent), path.read_text())
-            canfar_core.launch.remove_secrets_file(path)
-            assert not path.exists()
-        return out
+        write_secrets(plan, env)  # the executor's hand-off, just before the create
+        path = plan.secrets_file
+        mode, parent = path.stat().st_mode, path.parent.stat().st_mode
+        snakemake = (stat.S_IMODE(mode), stat.S_IMODE(parent), path.read_text())
+        canfar_core.launch.remove_secrets_file(path)
+        assert not path.exists()
+        with pytest.MonkeyPatch.context() as patch:
+            path, *worker = worker_secrets_file(server, tmp_path / "worker", env, patch)
+        assert not path.exists()  # removed by the worker when the create failed
+        return {"snakemake": snakemake, "worker": tuple(worker)}
 
-    core = write_secrets_file(tmp_path / "core" / "k.sh", {"PREFECT_API_KEY": secret})
+    core = write_secrets_file(tmp_path / "core" / "k.sh", env)
     expected = (0o600, 0o700, core.read_text())
     assert written() == {"snakemake": expected, "worker": expected}
 

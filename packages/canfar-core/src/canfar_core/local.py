@@ -40,6 +40,10 @@ LOCAL_IMAGE = "images.canfar.net/skaha/astroml:latest"
 # The interpreter inside a CANFAR image: `python` is missing from many Debian-based
 # images, `python3` exists wherever Python 3 does.
 IMAGE_PYTHON = "python3"
+# When a Pending session's events are first read and how often after (seconds), on this
+# machine and on CANFAR; read at call time by `events_timing`.
+SAME_MACHINE_EVENTS = (1.0, 2.0)
+REMOTE_EVENTS = (10.0, 30.0)
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"}
 
 MAX_SIBLING_ROOTS = 9
@@ -75,7 +79,7 @@ def events_timing(*, same_machine: bool) -> tuple[float, float]:
     and each read is a request to the shared service; on this machine a session starts
     in a second, so its events are worth reading sooner.
     """
-    return (1.0, 2.0) if same_machine else (10.0, 30.0)
+    return SAME_MACHINE_EVENTS if same_machine else REMOTE_EVENTS
 
 
 def default_image(local: bool) -> str | None:
