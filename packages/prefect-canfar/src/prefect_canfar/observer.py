@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import threading
 import time
@@ -46,6 +47,7 @@ from canfar_core import (
     diagnose_outcome,
 )
 from prefect.client.schemas.objects import StateType
+from prefect.context import FlowRunContext, TaskRunContext
 from prefect.events import emit_event
 from prefect.events.schemas.events import Event, RelatedResource
 from prefect.exceptions import Abort, ObjectNotFound
@@ -374,7 +376,8 @@ class SessionObserver:
         key = diagnosis.dedupe_key() if diagnosis is not None else ("", "")
         event_id = uuid.uuid5(uuid.NAMESPACE_URL, f"{name}/{session_id}/{key[0]}/{key[1]}")
         try:
-            event = emit_event(
+            event = contextvars.copy_context().run(
+                _emit_outside_runs,
                 name,
                 resource=resource,
                 related=self.related,
@@ -387,3 +390,16 @@ class SessionObserver:
             return
         if event is not None:
             self._last_event = event
+
+
+def _emit_outside_runs(name: str, **kwargs: Any) -> Event | None:
+    """`emit_event` with no flow or task run in the context it runs in (a copy).
+
+    Prefect's events worker adds the emitter's run context to an event's related
+    resources. A session event's flow run is named explicitly (`related`); whatever run
+    the worker process itself happens to be inside (a worker started from a flow, a run
+    context that code before it left set) must not be added as a second `flow-run`.
+    """
+    for model in (FlowRunContext, TaskRunContext):
+        model.__var__.set(None)
+    return emit_event(name, **kwargs)
