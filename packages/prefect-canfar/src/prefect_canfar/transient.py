@@ -22,6 +22,7 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 DEFAULT_BUDGET_SECONDS = 120.0
+MIN_RETRIES = 3
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -44,16 +45,29 @@ async def retry_transient(
     max_delay: float = 15.0,
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
 ) -> T:
-    """`await call()`, retrying transient errors with backoff for up to `budget` s."""
-    deadline = time.monotonic() + budget
+    """`await call()`, retrying transient errors with backoff for `budget` s after the
+    first failure, and at least `MIN_RETRIES` times.
+
+    The budget starts at the first failure, not at the first call: Prefect's client
+    retries a 503 itself, so one call to a stalled server can take longer than the
+    whole budget, and a budget counted from the start would then give up without one
+    retry of ours (seen in the 20-run fault test: one call took 137 s).
+    """
+    deadline: float | None = None
     delay = first_delay
     warned = False
+    retries = 0
     while True:
         try:
             return await call()
         except Exception as exc:
-            if not is_transient(exc) or time.monotonic() + delay > deadline:
+            if not is_transient(exc):
                 raise
+            if deadline is None:
+                deadline = time.monotonic() + budget
+            if retries >= MIN_RETRIES and time.monotonic() + delay > deadline:
+                raise
+            retries += 1
             if not warned:
                 (logger or log).warning(
                     "The Prefect API failed to %s (%s: %s); retrying for up to %.0f s.",
