@@ -305,3 +305,14 @@ def test_an_exit_file_alone_waits_for_the_list_and_the_list_overrides_it() -> No
     agreed = with_events(agreed, "table", False, 5.1)
     verdict = decide(session("Failed"), facts(Phase.FAILED), agreed, 5.1, POLICY)
     assert verdict.kind is OutcomeKind.FAILED and verdict.exit_code is None
+
+
+def test_an_exit_file_of_a_session_never_listed_needs_its_log_to_agree() -> None:
+    # The fast path may find the file before the first listing shows the session.
+    unlisted = facts(None)
+    found = with_exit_file(Records(), 0, 5.0)
+    assert decide(None, unlisted, found, 5.0, POLICY) == NEED_LOGS
+    lone = read(found, "no exit line here\n", at=5.1)
+    assert decide(None, unlisted, lone, 5.1, POLICY) == WAIT
+    agreed = read(found, marker_line(0, "abc"), at=5.1)
+    assert decide(None, unlisted, agreed, 5.1, POLICY).kind is OutcomeKind.SUCCEEDED

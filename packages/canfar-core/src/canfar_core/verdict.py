@@ -191,7 +191,11 @@ def decide(
     policy: Policy,
 ) -> Verdict:
     """The verdict for one watched session at `now` (see the module docstring)."""
-    if session is None:
+    if session is None and watch.phase is None and records.exit_file_seen_at is not None:
+        # Found by the fast path before any listing showed the session: as alive as a
+        # Pending one, so the same two-record rule decides, never the file alone.
+        verdict = _ended_unlisted(Phase.PENDING, watch, records, now, policy)
+    elif session is None:
         verdict = _gone(watch, records, now, policy)
     else:
         phase = session.phase
