@@ -16,6 +16,7 @@ import httpx
 import pytest
 from canfar_local import LocalPlatform
 from canfar_local.chaos import ChaosProxy, FaultRates
+from canfar_local.testing import wait_for
 
 from tests.snakemake.conftest import workflow
 
@@ -73,6 +74,8 @@ def left_running(platform: LocalPlatform) -> list[str]:
     """Ids of every session ever created on the platform that is still Pending or Running.
 
     Asked of the platform's own records, so deleted sessions and other users' count too.
+    A deleted session vanishes from the listing at once but keeps its record (Pending)
+    until its processes have gone, as a pod stays Terminating: see `none_left_running`.
     """
     left = []
     for entry in platform.created():
@@ -80,3 +83,22 @@ def left_running(platform: LocalPlatform) -> list[str]:
         if state is not None and state["status"] in ("Pending", "Running"):
             left.append(entry["id"])
     return left
+
+
+def none_left_running(platform: LocalPlatform, timeout: float = 30) -> None:
+    """Wait until no session's processes are left, or fail naming the ones that are.
+
+    Deletion is asynchronous on the platform as on Kubernetes (SIGTERM, a grace period,
+    SIGKILL), so a session deleted a moment ago may still be going: a deadline, not an
+    instant check. 30 s is fifteen grace periods; a session still there after that was
+    never told to stop.
+    """
+    try:
+        wait_for(lambda: left_running(platform) == [], timeout=timeout, interval=0.2)
+    except AssertionError:
+        left = left_running(platform)
+        if left:
+            states = {i: platform.session_state(i) for i in left}
+            raise AssertionError(
+                f"sessions still going {timeout:.0f} s after the run ended: {states}"
+            ) from None

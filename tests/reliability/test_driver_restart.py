@@ -28,7 +28,7 @@ from tests.prefect.conftest import (
     read_flow_run,
     running_worker,
 )
-from tests.reliability.conftest import duplicated_names, left_running, sessions_at
+from tests.reliability.conftest import duplicated_names, none_left_running, sessions_at
 from tests.snakemake.conftest import SNAKEMAKE_TIMEOUT, Workflow
 
 FLOWS = Path(__file__).parent / "flows"
@@ -184,7 +184,7 @@ def test_restart_after_sigkill_adopts_running_sessions(
         assert "the job's code, inputs or resources have changed" in second.stdout
         assert platform.counters()["POST /v1/session"] == 5 and len(created) == 5
         assert (wf.path / "after.txt").read_text() == "NEW0\nNEW1\n"
-    assert left_running(platform) == []
+    none_left_running(platform)
 
 
 @pytest.fixture
@@ -229,7 +229,7 @@ def test_cancelling_a_running_flow_run_leaves_zero_sessions(
     done = final_flow_run(run.id, timeout=180)  # type: ignore[union-attr]
     assert done.state is not None and done.state.type == StateType.CANCELLED, done.state
     wait_for(lambda: sessions_at(platform) == [], timeout=30, what="no session left")
-    assert left_running(platform) == []
+    none_left_running(platform)
     # Whoever saw the cancellation first (the worker's observer, or the engine in the
     # session, which then exits 0), the worker says that it deleted the session. The
     # line is written just after the DELETE returns: wait for it rather than race it.

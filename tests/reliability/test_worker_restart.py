@@ -29,7 +29,7 @@ from tests.prefect.conftest import (
     read_flow_run,
     running_worker,
 )
-from tests.reliability.conftest import duplicated_names, left_running
+from tests.reliability.conftest import duplicated_names, none_left_running
 
 FLOWS = Path(__file__).parent / "flows"
 CRASH_CODE = 3
@@ -109,13 +109,26 @@ def test_a_new_worker_adopts_a_dead_workers_sessions(
         marks["a-gate"].touch()
         done = final_flow_run(survivor.id, timeout=120)  # type: ignore[union-attr]
         assert done.state is not None and done.state.type is StateType.COMPLETED, done.state
+        # The engine reports Completed before its process exits; the exit waits for its
+        # logs and events to reach the Prefect server, which on SQLite under load can
+        # stall for its 60 s busy timeout. So: the session's end first, then the report.
+        survivor_session = done.infrastructure_pid
         wait_for(
-            lambda: "completed with exit code 0." in second.output(),
-            timeout=60,
+            lambda: (platform.session_state(survivor_session) or {}).get("status") == "Completed",
+            timeout=240,
             interval=0.3,
-            what="the new worker to see the first session end",
+            what="the first session to end",
         )
-        wait_for(lambda: left_running(platform) == [], timeout=30, what="no session left")
+        try:
+            wait_for(
+                lambda: "completed with exit code 0." in second.output(),
+                timeout=60,
+                interval=0.3,
+                what="the new worker to see the first session end",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; it printed:\n{second.output()[-4000:]}") from None
+        none_left_running(platform)
         output = second.output()
     assert output.count("adopted CANFAR session") == 2, output[-4000:]
     assert output.count("completed with exit code 0.") == 1, output[-4000:]
