@@ -106,13 +106,26 @@ def test_a_new_worker_adopts_a_dead_workers_sessions(
         assert crashed.state is not None and crashed.state.type is StateType.CRASHED
         assert f"non-zero status code {CRASH_CODE}" in (crashed.state.message or "")
         assert read_flow_run(survivor.id).state.type is StateType.RUNNING  # type: ignore[union-attr]
+        # Released only once adopted: a run that ends before the new worker's claim
+        # settles (slow lease writes under load are retried a tick later) is reported
+        # by its engine alone, with nothing for the new worker to see.
+        survivor_session = read_flow_run(survivor.id).infrastructure_pid  # type: ignore[union-attr]
+        try:
+            wait_for(
+                lambda: f"adopted CANFAR session {survivor_session}" in second.output(),
+                timeout=120,
+                interval=0.3,
+                what="the new worker to adopt the first session",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; it printed:\n{second.output()[-4000:]}") from None
         marks["a-gate"].touch()
         done = final_flow_run(survivor.id, timeout=120)  # type: ignore[union-attr]
         assert done.state is not None and done.state.type is StateType.COMPLETED, done.state
         # The engine reports Completed before its process exits; the exit waits for its
         # logs and events to reach the Prefect server, which on SQLite under load can
         # stall for its 60 s busy timeout. So: the session's end first, then the report.
-        survivor_session = done.infrastructure_pid
+        assert done.infrastructure_pid == survivor_session
         wait_for(
             lambda: (platform.session_state(survivor_session) or {}).get("status") == "Completed",
             timeout=240,
