@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -266,10 +267,20 @@ def test_finished_sessions_expire_after_retention(
 
 
 def test_delete_terminates_the_process_group(platform: LocalPlatform, client: httpx.Client) -> None:
-    code = "import subprocess, time; subprocess.Popen(['sleep', '300']); time.sleep(300)"
+    # A sleep of a length no other test uses, so that tests running beside this one
+    # (pytest -n) cannot stand in for the grandchild.
+    code = "import subprocess, time; subprocess.Popen(['sleep', '299.75']); time.sleep(300)"
     session_id = create(client, cmd="python3", args=python_one_liner(code))
     wait_for(lambda: status_of(client, session_id) == "Running", what="running")
-    wait_for(lambda: len(processes_mentioning("sleep")) > 0, what="grandchild started")
+
+    def grandchild_started() -> bool:
+        for entry in os.listdir("/proc"):
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{entry}/cmdline").read_bytes() == b"sleep\x00299.75\x00":
+                    return True
+        return False
+
+    wait_for(grandchild_started, what="grandchild started")
     state = platform.session_state(session_id)
     assert state is not None
     pgid = state["child_pid"]
