@@ -27,6 +27,7 @@ from canfar_local.testing import (
 from tests.prefect.conftest import VENV_BIN, PrefectServer, running_prefect_server
 
 __all__ = ["async_wait_for", "processes_mentioning", "skaha_client", "wait_for"]
+pytest_plugins = ["tests.scheduling"]  # the order `make test` hands out files in
 
 # Platforms started in this process run their sessions with its PATH, and sessions run
 # `prefect` and `snakemake` by name: this environment's must come first, also when the
