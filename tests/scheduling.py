@@ -5,8 +5,8 @@ the two fault tests (100 Snakemake jobs, 20 Prefect runs) then ran at the same t
 the end of the suite. They are CPU-bound, so together they took 215 s where one takes
 75-150 s, and the suite's tail waited on them. Here they form one unit that runs first,
 one after the other in a single process, while the other process works through the
-rest; the other slow files follow (longest first, which balances the two processes),
-then everything else in its usual order. A plain `pytest` run keeps this order too.
+rest; the other slow files follow (slow ones first balances the two processes), then
+everything else in its usual order. A plain `pytest` run keeps this order too.
 """
 
 from __future__ import annotations
@@ -21,21 +21,24 @@ CPU_BOUND = (
     "tests/reliability/test_faults_prefect.py",
 )
 CPU_BOUND_UNIT = "cpu-bound fault tests"
-# Next, longest first (file totals from `pytest --durations`, 2026-12-03). The first
-# goes to the other process; the second is queued behind the CPU-bound unit in the same
-# process (xdist keeps a few tests queued per process), so it is a quick one.
+# Next, the other slow files (file totals from `pytest --durations`, 2026-12-03). The
+# first goes to the other process; the second is queued behind the CPU-bound unit in the
+# same process (xdist keeps a few tests queued per process), so it is a quick one. Files
+# that need no Prefect server come first: a server's start (its migrations) beside 100
+# in-session Snakemakes took 100 s, close to its start deadline.
 SLOW = (
-    "tests/prefect/test_e2e.py",
-    "tests/snakemake/test_units.py",
     "tests/snakemake/test_workflows.py",
+    "tests/snakemake/test_units.py",
+    "tests/e2e/test_reduction_example.py",
+    "tests/reliability/test_platform_restart.py",
+    "tests/snakemake/test_peer_suite.py",
+    "tests/dask/test_cluster.py",
+    "tests/prefect/test_e2e.py",
     "tests/prefect/test_task_runner.py",
     "tests/reliability/test_worker_restart.py",
     "tests/reliability/test_driver_restart.py",
     "tests/reliability/test_bad_input.py",
-    "tests/e2e/test_reduction_example.py",
-    "tests/reliability/test_platform_restart.py",
     "tests/reliability/test_secrets.py",
-    "tests/dask/test_cluster.py",
     "tests/dask/test_prefect.py",
 )
 RANK = {path: rank for rank, path in enumerate((*CPU_BOUND, *SLOW))}

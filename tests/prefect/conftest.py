@@ -34,7 +34,9 @@ if TYPE_CHECKING:
 VENV_BIN = str(Path(sys.executable).parent)
 PREFECT = (sys.executable, "-m", "prefect")
 IMAGE = "images.canfar.net/skaha/astroml:latest"
-SERVER_START_SECONDS = 120
+# A fresh server runs its migrations before it answers: about 5 s on a quiet machine,
+# 100 s seen beside the CPU-bound fault tests (pytest -n 2). A hang guard, not a wait.
+SERVER_START_SECONDS = 240
 # Server services no test uses. Each writes to the one SQLite database in the background,
 # and Prefect 3.8's server on SQLite can stall for its 60 s busy timeout when writers
 # collide ("database is locked" in server.log): marking runs Late, pools not ready,
