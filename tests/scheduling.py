@@ -21,24 +21,23 @@ CPU_BOUND = (
     "tests/reliability/test_faults_prefect.py",
 )
 CPU_BOUND_UNIT = "cpu-bound fault tests"
-# Next, the other slow files (file totals from `pytest --durations`, 2026-12-03). The
-# first goes to the other process; the second is queued behind the CPU-bound unit in the
-# same process (xdist keeps a few tests queued per process), so it is a quick one. Files
-# that need no Prefect server come first: a server's start (its migrations) beside 100
-# in-session Snakemakes took 100 s, close to its start deadline.
+# Next, the other slow files, longest first (file totals from `pytest --durations`,
+# 2026-12-03). The first goes to the other process; the second is queued behind the
+# CPU-bound unit in the same process (xdist keeps a few tests queued per process), so it
+# is a quick one. Measured: with Prefect's files beside the CPU-bound unit the suite took
+# 548 s; with Snakemake's there (as CPU-hungry), 756 s.
 SLOW = (
-    "tests/snakemake/test_workflows.py",
-    "tests/snakemake/test_units.py",
-    "tests/e2e/test_reduction_example.py",
-    "tests/reliability/test_platform_restart.py",
-    "tests/snakemake/test_peer_suite.py",
-    "tests/dask/test_cluster.py",
     "tests/prefect/test_e2e.py",
+    "tests/snakemake/test_units.py",
+    "tests/snakemake/test_workflows.py",
     "tests/prefect/test_task_runner.py",
     "tests/reliability/test_worker_restart.py",
     "tests/reliability/test_driver_restart.py",
     "tests/reliability/test_bad_input.py",
+    "tests/e2e/test_reduction_example.py",
+    "tests/reliability/test_platform_restart.py",
     "tests/reliability/test_secrets.py",
+    "tests/dask/test_cluster.py",
     "tests/dask/test_prefect.py",
 )
 RANK = {path: rank for rank, path in enumerate((*CPU_BOUND, *SLOW))}

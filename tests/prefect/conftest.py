@@ -35,7 +35,8 @@ VENV_BIN = str(Path(sys.executable).parent)
 PREFECT = (sys.executable, "-m", "prefect")
 IMAGE = "images.canfar.net/skaha/astroml:latest"
 # A fresh server runs its migrations before it answers: about 5 s on a quiet machine,
-# 100 s seen beside the CPU-bound fault tests (pytest -n 2). A hang guard, not a wait.
+# 100 s seen beside the CPU-bound fault tests (pytest -n 2, tests/scheduling.py). A hang
+# guard, not a wait.
 SERVER_START_SECONDS = 240
 # Server services no test uses. Each writes to the one SQLite database in the background,
 # and Prefect 3.8's server on SQLite can stall for its 60 s busy timeout when writers
