@@ -3,10 +3,17 @@
 xdist's default puts files with the most tests first, so single-test files come last:
 the two fault tests (100 Snakemake jobs, 20 Prefect runs) then ran at the same time at
 the end of the suite. They are CPU-bound, so together they took 215 s where one takes
-75-150 s, and the suite's tail waited on them. Here they form one unit that runs first,
-one after the other in a single process, while the other process works through the
-rest; the other slow files follow (slow ones first balances the two processes), then
-everything else in its usual order. A plain `pytest` run keeps this order too.
+75-150 s, and the suite's tail waited on them. Here they form one unit, run one after
+the other in a single process, while the other process works through the rest.
+
+A Prefect server that starts beside them is starved of CPU (its migrations took 100 to
+180 s, against 5 s on a quiet machine), so both processes start theirs first: the first
+file handed out is a short one that needs the server, the second (to the other process)
+is `tests/prefect/test_e2e.py`, and the CPU-bound unit comes third, which xdist queues
+behind the first file (it keeps a process topped up while it has 2 or fewer tests
+pending). The fourth is queued behind the CPU-bound unit, so it is quick. The other
+slow files follow, longest first, then everything else in its usual order. A plain
+`pytest` run keeps this order too.
 """
 
 from __future__ import annotations
@@ -15,20 +22,19 @@ from typing import Any
 
 import pytest
 
-# One unit, first, run in one process: never beside each other.
+# One unit, run in one process: never beside each other.
 CPU_BOUND = (
     "tests/reliability/test_faults_snakemake.py",
     "tests/reliability/test_faults_prefect.py",
 )
 CPU_BOUND_UNIT = "cpu-bound fault tests"
-# Next, the other slow files, longest first (file totals from `pytest --durations`,
-# 2026-12-03). The first goes to the other process; the second is queued behind the
-# CPU-bound unit in the same process (xdist keeps a few tests queued per process), so it
-# is a quick one. Measured: with Prefect's files beside the CPU-bound unit the suite took
-# 548 s; with Snakemake's there (as CPU-hungry), 756 s.
+FIRST = (
+    "tests/dask/test_prefect.py",  # one test; starts this process's Prefect server
+    "tests/prefect/test_e2e.py",  # to the other process; starts its server
+)
+# After the CPU-bound unit (file totals from `pytest --durations`, 2026-12-03).
 SLOW = (
-    "tests/prefect/test_e2e.py",
-    "tests/snakemake/test_units.py",
+    "tests/snakemake/test_units.py",  # queued behind the CPU-bound unit: quick
     "tests/snakemake/test_workflows.py",
     "tests/prefect/test_task_runner.py",
     "tests/reliability/test_worker_restart.py",
@@ -38,9 +44,8 @@ SLOW = (
     "tests/reliability/test_platform_restart.py",
     "tests/reliability/test_secrets.py",
     "tests/dask/test_cluster.py",
-    "tests/dask/test_prefect.py",
 )
-RANK = {path: rank for rank, path in enumerate((*CPU_BOUND, *SLOW))}
+RANK = {path: rank for rank, path in enumerate((*FIRST, *CPU_BOUND, *SLOW))}
 
 
 def file_of(nodeid: str) -> str:
