@@ -4,7 +4,8 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
 # Two test processes, each taking whole test files (a module's worker or platform stays
 # in one process). Most tests wait on sessions and servers rather than compute: on two
-# cores the suite took 699 s this way and 1073 s in one process (2026-12-03).
+# cores the suite took 735 s this way and 1073 s in one process (2026-12-03; the order
+# is in tests/scheduling.py).
 TEST_WORKERS ?= 2
 
 .PHONY: bootstrap sync test demo bench lint format
