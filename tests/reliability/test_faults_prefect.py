@@ -93,7 +93,11 @@ def test_twenty_flow_runs_through_a_bad_night(
             interval=0.5,
             what="the worker to report the end of every session",
         )
-    assert "Traceback" not in worker.output(), worker.output()[-5000:]
+        # Read while the worker runs: as it stops, Prefect's own worker-channel heartbeat
+        # task (3.8.8) may log "Task exception was never retrieved" with a traceback when
+        # the server's websocket keepalive timed out during the night; that is not ours.
+        output = worker.output()
+    assert "Traceback" not in output, output[-5000:]
     states = {run.name: run.state.type for run in finals if run.state is not None}
     assert set(states.values()) == {StateType.COMPLETED}, states
     for n in range(RUNS):
