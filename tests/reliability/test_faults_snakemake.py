@@ -49,6 +49,10 @@ def test_hundred_jobs_through_a_bad_night(
     path.mkdir()
     (path / "Snakefile").write_text(textwrap.dedent(SNAKEFILE))
     wf = Workflow(path, platform, url=proxy.url)
+    # Random faults may spare the creates (seen once in 100 jobs); these two are certain
+    # to lose their answer after the platform made the session (the proxy sees the
+    # upstream drop and answers 502), so a lost create answer is tested on every run.
+    platform.inject_fault(method="POST", route="/v1/session", drop_after_handling=True, count=2)
     result = subprocess.run(
         wf.argv("--retries", "0", jobs=16),
         cwd=path,
@@ -70,6 +74,6 @@ def test_hundred_jobs_through_a_bad_night(
     none_left_running(platform)
     counts = proxy.counts()
     print(f"\nsnakemake through the proxy: {counts}")
-    # The night was bad for every kind of request, creates included.
-    assert counts["reset_after POST"] >= 1 and counts["server_error"] >= 1, counts
+    # The night was bad for every kind of request (creates: the two dropped answers).
+    assert counts.get("server_error", 0) >= 1 and counts.get("upstream_errors", 0) >= 2, counts
     assert proxy.faults_injected() >= 20, counts
