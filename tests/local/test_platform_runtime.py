@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import stat
@@ -272,15 +271,8 @@ def test_delete_terminates_the_process_group(platform: LocalPlatform, client: ht
     code = "import subprocess, time; subprocess.Popen(['sleep', '299.75']); time.sleep(300)"
     session_id = create(client, cmd="python3", args=python_one_liner(code))
     wait_for(lambda: status_of(client, session_id) == "Running", what="running")
-
-    def grandchild_started() -> bool:
-        for entry in os.listdir("/proc"):
-            with contextlib.suppress(OSError):
-                if Path(f"/proc/{entry}/cmdline").read_bytes() == b"sleep\x00299.75\x00":
-                    return True
-        return False
-
-    wait_for(grandchild_started, what="grandchild started")
+    # The session's own command carries this code hex-encoded: only the sleep says 299.75.
+    wait_for(lambda: len(processes_mentioning("299.75")) > 0, what="grandchild started")
     state = platform.session_state(session_id)
     assert state is not None
     pgid = state["child_pid"]
