@@ -410,6 +410,38 @@ async def test_an_exit_file_reports_the_end_without_a_list_request(platform, tmp
     print(f"\nrequests while two sessions ended: {requests}; {tracker.scans} scans")
 
 
+async def test_a_deadline_waits_for_the_next_list_on_the_fast_path(
+    platform_factory, tmp_path
+) -> None:
+    """Counted at the platform: a Pending session's events fall due after 0.3 s, but
+    while the fast path covers every watch that deadline is checked at the next list,
+    not with a list of its own; the session (held Pending 3 s by the platform's start
+    delay) ends first and is resolved from its exit file, after one listing only."""
+    platform = platform_factory(start_delay_seconds=3)
+    async with client_for(platform.url, platform.token) as client:
+        state = tmp_path / "state"
+        tracker = SessionTracker(
+            client,
+            min_interval=0.2,
+            max_interval=60,
+            exit_scan_interval=0.2,
+            events_delay=0.3,
+            events_interval=0.5,
+        )
+        sid = await client.create(
+            envelope("sleep 1; echo done", state_dir=state).spec(name="slow", image=IMAGE)
+        )
+        before = platform.counters()
+        outcome = await asyncio.wait_for(tracker.watch(sid, state_dir=str(state)), 30)
+        after = platform.counters()
+        await tracker.aclose()
+    requests = {k: n for k in after if k != "total" and (n := after[k] - before.get(k, 0))}
+    assert outcome.success and "done" in outcome.logs
+    assert tracker.phase(sid) is Phase.PENDING  # the one listing showed it Pending
+    assert requests == {"GET /v1/session": 1}, requests
+    print(f"\nrequests while a Pending session's events fell due and it ended: {requests}")
+
+
 async def test_the_list_overrides_a_contradicting_exit_file(platform, tmp_path) -> None:
     """The platform shows the session Failed (as a pod killed after its command) while
     its command records 0 in the exit file. The list says Failed, so the recorded 0 is a

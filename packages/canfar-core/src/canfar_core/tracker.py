@@ -30,7 +30,8 @@ the rules there:
   without an API request (`decide`'s fast-path rule: both records must agree). The
   list stays the authority for everything else (phases, vanished sessions, sessions
   without a state dir); while every watch has a state dir it is read at
-  `max_interval` (the user's status interval), not faster after each change.
+  `max_interval` (the user's status interval) and at no other time, so the deadlines
+  of the verdict rules are checked at those list ticks, at most one interval late.
 - While a session is Pending its events are read at a bounded rate, never per tick;
   a hook (`on_progress`) hears of phase changes and of a waiting session's reason, once
   and again only when it changes.
@@ -388,36 +389,55 @@ class SessionTracker:
             w.state_dir is not None for w in self._watches.values()
         )
 
-    def _list_due(self) -> bool:
-        """Whether this wake lists: always, unless the fast path covers every watch.
+    def _list_hold(self, now: float) -> float:
+        """Seconds until a list may be made: never sooner than `min_interval` after the last.
 
-        Then the list is read every `max_interval` (the user's interval) and when a
-        deadline of some watch falls due, not again after each change or new watch.
+        A burst of new watches (a hundred jobs submitted at once) or a deadline would
+        otherwise list back to back; `min_interval` is also how an engine caps the list
+        rate its user asked for (Snakemake's `--max-status-checks-per-second`).
         """
-        if self._listed_at is None or not self._fast_path_covers_all():
+        if self._listed_at is None:
+            return 0.0
+        return max(0.0, self._listed_at + self.min_interval - now)
+
+    def _list_due(self) -> bool:
+        """Whether this wake lists: once `min_interval` has passed since the last list.
+
+        While the fast path covers every watch, the list is read every `max_interval`
+        (the user's interval) and at no other time: not after each change or new watch,
+        and not when a deadline of some watch falls due (pending and runtime limits, a
+        Pending session's events), which is checked at the next list tick instead, at
+        most one interval late. Every end the list would bring sooner the state
+        directory brings sooner still.
+        """
+        if self._listed_at is None:
             return True
         now = self.clock()
-        if now - self._listed_at >= self.max_interval - 0.05:
+        if self._list_hold(now) > 0.01:
+            return False
+        if not self._fast_path_covers_all():
             return True
-        return self._deadline_due(now)
-
-    def _deadline_due(self, now: float) -> bool:
-        for watch in self._watches.values():
-            due = wake_at(watch.facts(), watch.records, self.policy)
-            if due is not None and due <= now and (self._listed_at or 0.0) < due:
-                return True
-        return False
+        return now - self._listed_at >= self.max_interval - 0.05
 
     def _next_sleep(self) -> float:
-        """The interval, shortened so that a deadline of some watch is checked on time."""
+        """The interval, shortened so that a deadline of some watch is checked on time.
+
+        Never shorter than the hold before the next list may be made, unless an exit
+        scan is due first. While the fast path covers every watch, the next list is due
+        `max_interval` after the last one and the next scan `exit_scan_interval` after
+        this one.
+        """
         now = self.clock()
-        sleep = self.interval
         if self._fast_path_covers_all() and self._listed_at is not None:
-            sleep = max(0.05, self._listed_at + self.max_interval - now)
+            assert self.exit_scan_interval is not None
+            next_list = max(0.05, self._listed_at + self.max_interval - now)
+            return min(next_list, self.exit_scan_interval)
+        sleep = self.interval
         for watch in self._watches.values():
             due = wake_at(watch.facts(), watch.records, self.policy)
             if due is not None and due > (self._listed_at or 0.0) - 0.05:
                 sleep = min(sleep, max(0.05, due - now + 0.05))
+        sleep = max(sleep, self._list_hold(now))
         if self._scanning():
             assert self.exit_scan_interval is not None
             sleep = min(sleep, self.exit_scan_interval)
