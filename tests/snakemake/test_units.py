@@ -306,3 +306,15 @@ def test_plugin_flags_beat_snakemakes_generated_defaults_but_not_the_rules() -> 
         context=CANFAR_NET,
     )
     assert declared.ram == 3  # ...and a rule's own mem_mb beats --canfar-ram.
+
+
+def test_max_status_checks_per_second_caps_the_list_rate() -> None:
+    """One list is one status check of every job: 0.1 per second is one list per 10 s."""
+    from snakemake_executor_plugin_canfar.run_context import status_intervals, status_problems
+
+    assert status_intervals(10, same_machine=True) == (0.5, 10.0)
+    assert status_intervals(10, same_machine=True, checks_per_second=0.1) == (10.0, 10.0)
+    assert status_intervals(10, same_machine=False, checks_per_second=0.05) == (20.0, 20.0)
+    assert status_problems(10) == [] and status_problems(0.1) == []
+    (sentence,) = status_problems(0.001)
+    assert "--max-status-checks-per-second=0.001 is not allowed" in sentence

@@ -87,22 +87,44 @@ class RunContext:
         return self.settings.pending_timeout or None
 
 
-def status_intervals(seconds_between_checks: float, *, same_machine: bool) -> tuple[float, float]:
-    """Tracker (min, max) poll interval derived from `--seconds-between-status-checks`.
+# The longest list interval a run may ask for: finished sessions stay listed for an hour.
+LONGEST_LIST_INTERVAL = 120.0
 
-    The tracker polls fast while sessions change state and backs off to the user's
+
+def status_intervals(
+    seconds_between_checks: float, *, same_machine: bool, checks_per_second: float = 10.0
+) -> tuple[float, float]:
+    """Tracker (min, max) list interval from `--seconds-between-status-checks`.
+
+    The tracker lists fast while sessions change state and backs off to the user's
     interval while nothing happens. Sessions on this machine start in a second, so
-    the fast end is faster there; on CANFAR they take tens of seconds to start.
+    the fast end is faster there; on CANFAR they take tens of seconds to start. One
+    list is one status check of every job, so `--max-status-checks-per-second`
+    (`checks_per_second`, Snakemake's 10 by default) is a floor under both ends: 0.1
+    means at most one list every 10 s, whatever changes.
     """
-    maximum = min(max(float(seconds_between_checks), 0.5), 120.0)
+    maximum = min(max(float(seconds_between_checks), 0.5), LONGEST_LIST_INTERVAL)
     minimum = 0.5 if same_machine else min(max(maximum / 5, 0.5), maximum)
-    return minimum, maximum
+    floor = 1.0 / checks_per_second
+    return max(minimum, floor), max(maximum, floor)
+
+
+def status_problems(checks_per_second: float) -> list[str]:
+    """Sentences for status-check settings the tracker cannot honour (empty: fine)."""
+    if checks_per_second > 0 and 1.0 / checks_per_second <= LONGEST_LIST_INTERVAL:
+        return []
+    return [
+        f"--max-status-checks-per-second={checks_per_second:g} is not allowed with "
+        f"--executor canfar: more than 0 and at least 1/{LONGEST_LIST_INTERVAL:g} "
+        "(one list of sessions every 2 minutes), so that no session ends unseen."
+    ]
 
 
 def open_run(workflow: Any) -> tuple[RunContext, CanfarClient]:
     """Decide everything about this run, or raise one sentence as a WorkflowError."""
     settings: ExecutorSettings = workflow.executor_settings or ExecutorSettings()
-    problems = settings_problems(settings)
+    rate = float(workflow.remote_execution_settings.max_status_checks_per_second)
+    problems = settings_problems(settings) + status_problems(rate)
     if problems:
         raise WorkflowError(" ".join(problems))
     workdir = Path(workflow.workdir_init).resolve()
@@ -137,7 +159,9 @@ def open_run(workflow: Any) -> tuple[RunContext, CanfarClient]:
         raise WorkflowError(f"Cannot reach CANFAR at {where}: {exc}") from None
 
     seconds = workflow.remote_execution_settings.seconds_between_status_checks
-    min_interval, max_interval = status_intervals(seconds, same_machine=same_machine)
+    min_interval, max_interval = status_intervals(
+        seconds, same_machine=same_machine, checks_per_second=rate
+    )
     events_delay, events_interval = events_timing(same_machine=same_machine)
     exit_scan = settings.exit_scan_interval or None
     if exit_scan is not None and exit_scan > max_interval:
