@@ -136,6 +136,34 @@ def test_logs_capture_stdout_and_stderr_and_exit_status(
     assert state is not None and (state["exit_code"], state["reason"]) == (3, "Error")
 
 
+PRIORITY = """
+import os
+try:
+    group = open("/proc/self/autogroup").read().split()[-1]
+except OSError:
+    group = "none"
+print(os.getpriority(os.PRIO_PROCESS, 0), group)
+"""
+
+
+def test_sessions_run_below_the_platform_and_the_driver(
+    platform_factory: Callable[..., LocalPlatform],
+) -> None:
+    """A busy fan-out must not starve the server or the engine, as on CANFAR's own nodes."""
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    for nice, expected in ((19, 19), (None, ours)):
+        changes = {} if nice is None else {"session_nice": nice}
+        with skaha_client(platform_factory(**changes)) as client:
+            session_id = create(client, cmd="python3", args=python_one_liner(PRIORITY))
+            assert finished(client, session_id) == "Completed"
+            process, group = client.get(
+                f"/session/{session_id}", params={"view": "logs"}
+            ).text.split()
+        assert int(process) == max(expected, ours)
+        if group != "none" and nice == 19:
+            assert group == "19"
+
+
 def test_args_without_cmd_is_the_argv(client: httpx.Client) -> None:
     session_id = create(client, args="echo hello  world")
     assert finished(client, session_id) == "Completed"

@@ -54,6 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds from admission to the command's start (CANFAR's image start)",
     )
+    serve.add_argument(
+        "--session-nice",
+        type=int,
+        default=defaults.session_nice,
+        metavar="N",
+        help="CPU priority of sessions (nice 0-19; sessions on CANFAR never take the server's "
+        "or the driver's CPU, here they share it)",
+    )
     serve.add_argument("--user", help="name of the default user (default: the OS user)")
     serve.add_argument(
         "--forbid", action="append", default=[], metavar="USER", help="answer 403 to this user"
@@ -169,6 +177,10 @@ def config_from(args: argparse.Namespace) -> PlatformConfig:
         raise PlatformError(
             f"--start-delay={args.start_delay:g} is not allowed: a number of seconds >= 0."
         )
+    if not 0 <= args.session_nice <= 19:
+        raise PlatformError(
+            f"--session-nice={args.session_nice} is not allowed: a nice value from 0 to 19."
+        )
     for path in (args.tls_cert, args.tls_key, args.client_ca, args.client_ca_key, args.session_ca):
         if path is not None and not path.is_file():
             raise PlatformError(f"no such file: {path}")
@@ -181,6 +193,7 @@ def config_from(args: argparse.Namespace) -> PlatformConfig:
         "retention_seconds": args.retention,
         "deadline_seconds": args.deadline,
         "start_delay_seconds": args.start_delay,
+        "session_nice": args.session_nice,
         "max_interactive_sessions": args.max_interactive,
         "default_user": args.user,
         "forbidden_users": frozenset(args.forbid),

@@ -141,6 +141,14 @@ class PlatformConfig:
     # pod is while its image is pulled and its container created; a delete cancels it.
     start_delay_seconds: float = 0.0
 
+    # On CANFAR a session runs on a node of its own and never takes CPU from the API
+    # server or from the engine that waits on it; here both share this machine's CPUs.
+    # Sessions therefore run at this nice value (their whole process session, autogroup
+    # included), so that a fan-out of busy sessions cannot starve the server or the
+    # driver. 0 (the default, until the whole suite has run with it) runs them at the
+    # platform's own priority.
+    session_nice: int = 0
+
     # TLS (client-certificate CN -> user).
     tls_cert: Path | None = None
     tls_key: Path | None = None

@@ -280,6 +280,7 @@ class SessionManager:
                 "poll_max": self.config.memory_poll_max_seconds,
                 "grace": self.config.kill_grace_seconds,
                 "oom_policy": self.config.oom_policy,
+                "nice": self.config.session_nice,
             },
         )
         self.home(record.userid).mkdir(parents=True, exist_ok=True)
