@@ -1,6 +1,6 @@
 """How soon Snakemake knows a job has ended: the exit-file fast path vs the list vs markers.
 
-Two workflows of one-second jobs, each run three ways with Snakemake's default
+Two workflows of one-second jobs, each run four ways with Snakemake's default
 `--seconds-between-status-checks 10`:
 
 - a chain of 30 dependent jobs (each waits for the one before), where every second
@@ -9,7 +9,12 @@ Two workflows of one-second jobs, each run three ways with Snakemake's default
 
 (a) `--executor canfar` with the exit-file fast path (the default: the tracker reads the
     state directory every 0.5 s and the session list every 10 s);
-(b) the same with `--canfar-exit-scan-interval 0`: ends are learnt from the list only;
+(b) the same with `--canfar-exit-scan-interval 0`: ends are learnt from the list only,
+    which the tracker reads every 0.5 s while phases change on a platform on this
+    machine (on CANFAR every 2 s), about 14x the requests of (a);
+(b2) the same at (a)'s request budget, `--max-status-checks-per-second 0.1`: one list
+    every 10 s, as the tracker lists on CANFAR once it has backed off to the user's
+    interval (the issue's "without the fast path");
 (c) `--executor cluster-generic`, whose job scripts run in the background and touch
     marker files that Snakemake checks every status interval.
 
@@ -21,7 +26,8 @@ the moment Snakemake prints `Finished jobid: N` (its output is read line by line
     uv run python bench/fast_path.py [--chain 30] [--fan 200] [--only chain]
 
 Targets: with the fast path, latency p50 <= 1 s and p95 <= 2 s with at most one list
-request per 10 s, and the chain at least 3x faster than (b).
+request per 10 s, and the chain at least 3x faster than (b2), the list-only run at the
+same request budget.
 """
 
 from __future__ import annotations
@@ -219,6 +225,9 @@ def main() -> int:
     parser.add_argument("--chain", type=int, default=30, help="dependent jobs in the chain")
     parser.add_argument("--fan", type=int, default=200, help="independent jobs in the fan-out")
     parser.add_argument("--only", choices=["chain", "fan"], help="run one workflow only")
+    parser.add_argument(
+        "--ways", default="a,b,b2,c", help="which runs, comma-separated (default: a,b,b2,c)"
+    )
     args = parser.parse_args()
     print_header(
         "Snakemake: how soon a job's end is known (exit-file fast path)",
@@ -227,6 +236,7 @@ def main() -> int:
             f"{args.fan} 1 s jobs and a merge",
             f"--seconds-between-status-checks {STATUS_SECONDS} everywhere",
             "(a) canfar, fast path on (default); (b) canfar, --canfar-exit-scan-interval 0; "
+            "(b2) the same with --max-status-checks-per-second 0.1 (a's list budget); "
             "(c) cluster-generic (marker files); canfar against `canfar-local serve`",
         ],
     )
@@ -247,6 +257,18 @@ def main() -> int:
                 "canfar",
                 platform,
             ),
+            "b2: list only, 1 list/10 s": (
+                [
+                    *canfar,
+                    "--canfar-exit-scan-interval",
+                    "0",
+                    "--max-status-checks-per-second",
+                    "0.1",
+                ],
+                env,
+                "canfar",
+                platform,
+            ),
             "c: cluster-generic": (
                 ["--executor", "cluster-generic", "--cluster-generic-submit-cmd", SUBMIT],
                 base_env(),
@@ -254,6 +276,8 @@ def main() -> int:
                 None,
             ),
         }
+        chosen = set(args.ways.split(","))
+        modes = {label: mode for label, mode in modes.items() if label.split(":")[0] in chosen}
         for wf, text in workflows.items():
             for label, (extra, run_env, kind, served) in modes.items():
                 workdir = directory / f"{wf}-{label.split(':')[0]}"
@@ -276,19 +300,24 @@ def main() -> int:
         )
     print_table(["workflow", "run", "wall s", "latency p50 s", "p95 s", "lists/min", "ok"], rows)
     metrics: dict[str, float | int | str | bool] = {}
+    if len(modes) < 4:
+        print(f"targets: not judged (a subset of the runs); work directories: {directory}")
+        return 0
     met = True
     for wf in workflows:
         fast, listed = runs[(wf, "a: fast path")], runs[(wf, "b: list only")]
+        budget = runs[(wf, "b2: list only, 1 list/10 s")]
         generic = runs[(wf, "c: cluster-generic")]
         metrics[f"{wf}_fast_p50_s"] = round(fast.percentile(0.5), 2)
         metrics[f"{wf}_fast_p95_s"] = round(fast.percentile(0.95), 2)
         metrics[f"{wf}_fast_lists_per_minute"] = round(fast.lists_per_minute or 0, 2)
         metrics[f"{wf}_list_only_over_fast_wall"] = ratio(listed.seconds, fast.seconds)
+        metrics[f"{wf}_same_budget_list_only_over_fast_wall"] = ratio(budget.seconds, fast.seconds)
         metrics[f"{wf}_cluster_generic_over_fast_wall"] = ratio(generic.seconds, fast.seconds)
         met &= fast.ok and fast.percentile(0.5) <= 1 and fast.percentile(0.95) <= 2
         met &= (fast.lists_per_minute or 0) <= 6.0
     if "chain" in workflows:
-        met &= metrics["chain_list_only_over_fast_wall"] >= 3  # type: ignore[operator]
+        met &= metrics["chain_same_budget_list_only_over_fast_wall"] >= 3  # type: ignore[operator]
     print_metrics(metrics)
     print(f"targets: {verdict(met)}")
     print(f"work directories: {directory}")
