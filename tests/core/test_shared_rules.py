@@ -103,7 +103,9 @@ def snakemake_run(server: LocalPlatform, tmp_path: Path, **settings: Any) -> Run
         executor_settings=ExecutorSettings(**settings),
         workdir_init=str(tmp_path),
         deployment_settings=SimpleNamespace(deployment_method=set()),
-        remote_execution_settings=SimpleNamespace(seconds_between_status_checks=10),
+        remote_execution_settings=SimpleNamespace(
+            seconds_between_status_checks=10, max_status_checks_per_second=10
+        ),
     )
     run, client = open_run(workflow)
     client.close()
