@@ -310,7 +310,8 @@ def test_plugin_flags_beat_snakemakes_generated_defaults_but_not_the_rules() -> 
 
 def test_max_status_checks_per_second_caps_the_list_rate() -> None:
     """One list is one status check of every job: 0.1 per second is one list per 10 s."""
-    from snakemake_executor_plugin_canfar.run_context import status_intervals, status_problems
+    from snakemake_executor_plugin_canfar.run_context import status_intervals
+    from snakemake_executor_plugin_canfar.validation import status_problems
 
     assert status_intervals(10, same_machine=True) == (0.5, 10.0)
     assert status_intervals(10, same_machine=True, checks_per_second=0.1) == (10.0, 10.0)

@@ -37,11 +37,13 @@ from snakemake_executor_plugin_canfar.naming import new_run_id
 from snakemake_executor_plugin_canfar.resources import Defaults
 from snakemake_executor_plugin_canfar.settings import ExecutorSettings
 from snakemake_executor_plugin_canfar.validation import (
+    LONGEST_LIST_INTERVAL,
     check_deployment,
     check_workdir,
     check_writable,
     server_problems,
     settings_problems,
+    status_problems,
 )
 
 
@@ -87,10 +89,6 @@ class RunContext:
         return self.settings.pending_timeout or None
 
 
-# The longest list interval a run may ask for: finished sessions stay listed for an hour.
-LONGEST_LIST_INTERVAL = 120.0
-
-
 def status_intervals(
     seconds_between_checks: float, *, same_machine: bool, checks_per_second: float = 10.0
 ) -> tuple[float, float]:
@@ -107,17 +105,6 @@ def status_intervals(
     minimum = 0.5 if same_machine else min(max(maximum / 5, 0.5), maximum)
     floor = 1.0 / checks_per_second
     return max(minimum, floor), max(maximum, floor)
-
-
-def status_problems(checks_per_second: float) -> list[str]:
-    """Sentences for status-check settings the tracker cannot honour (empty: fine)."""
-    if checks_per_second > 0 and 1.0 / checks_per_second <= LONGEST_LIST_INTERVAL:
-        return []
-    return [
-        f"--max-status-checks-per-second={checks_per_second:g} is not allowed with "
-        f"--executor canfar: more than 0 and at least 1/{LONGEST_LIST_INTERVAL:g} "
-        "(one list of sessions every 2 minutes), so that no session ends unseen."
-    ]
 
 
 def open_run(workflow: Any) -> tuple[RunContext, CanfarClient]:

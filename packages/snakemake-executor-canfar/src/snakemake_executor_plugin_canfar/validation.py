@@ -17,6 +17,20 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 from snakemake_executor_plugin_canfar.settings import ExecutorSettings
 
+# The longest list interval a run may ask for: finished sessions stay listed for an hour.
+LONGEST_LIST_INTERVAL = 120.0
+
+
+def status_problems(checks_per_second: float) -> list[str]:
+    """Sentences for status-check settings the tracker cannot honour (empty: fine)."""
+    if checks_per_second > 0 and 1.0 / checks_per_second <= LONGEST_LIST_INTERVAL:
+        return []
+    return [
+        f"--max-status-checks-per-second={checks_per_second:g} is not allowed with "
+        f"--executor canfar: more than 0 and at least 1/{LONGEST_LIST_INTERVAL:g} "
+        "(one list of sessions every 2 minutes), so that no session ends unseen."
+    ]
+
 
 def settings_problems(settings: ExecutorSettings) -> list[str]:
     """One sentence per invalid setting (field, value, what is allowed).
