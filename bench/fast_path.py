@@ -26,13 +26,15 @@ the moment Snakemake prints `Finished jobid: N` (its output is read line by line
     uv run python bench/fast_path.py [--chain 30] [--fan 200] [--only chain]
 
 Targets: with the fast path, latency p50 <= 1 s and p95 <= 2 s with at most one list
-request per 10 s, and the chain at least 3x faster than (b2), the list-only run at the
-same request budget.
+request per 10 s (no two lists closer than 10 s, read from the platform's request
+log; "list gap s" is the shortest), and the chain at least 3x faster than (b2), the
+list-only run at the same request budget.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -42,6 +44,7 @@ import textwrap
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from _common import (
@@ -58,6 +61,7 @@ from _common import (
 )
 
 STATUS_SECONDS = "10"
+LIST_GAP_TARGET = 9.95  # seconds; the request log's times are to the millisecond
 RUN_TIMEOUT_SECONDS = 1800
 FINISHED = re.compile(r"Finished jobid: (\d+)")
 # Job scripts in the background, their output beside them; a job id for Snakemake.
@@ -143,6 +147,7 @@ class Run:
     ok: bool
     latencies: list[float] = field(default_factory=list)
     lists: int | None = None
+    shortest_list_gap: float | None = None
 
     @property
     def lists_per_minute(self) -> float | None:
@@ -174,6 +179,7 @@ def snakemake(
     if platform is not None:
         platform.reset_counters()
     started = time.monotonic()
+    started_wall = time.time()
     with EndWatcher(workdir, kind) as watcher:
         process = subprocess.Popen(
             argv,
@@ -200,12 +206,55 @@ def snakemake(
     if not ok:
         print(f"  FAILED (exit {process.returncode}):\n" + "".join(lines[-30:]))
     lists = platform.counters().get("GET /v1/session", 0) if platform is not None else None
+    gap = None
+    if platform is not None:
+        gap = shortest_gap(list_times(platform.root / "requests.log", since=started_wall))
     ends = watcher.seen
+    verdicts: dict[str, float] = {}
     if kind == "canfar":
-        ends = {job: ends[sid] for sid, job in canfar_jobs(workdir).items() if sid in ends}
+        jobs = canfar_jobs(workdir)
+        ends = {job: ends[sid] for sid, job in jobs.items() if sid in ends}
+        verdicts = {jobs[sid]: t for sid, t in ledger_done(workdir).items() if sid in jobs}
     latencies = [finished[j] - t for j, t in ends.items() if j in finished]
+    # For reading a run afterwards: Snakemake's output, and each job's end record,
+    # executor verdict (the ledger's "done") and Finished line, in Unix seconds.
+    (workdir / "snakemake.out").write_text("".join(lines))
+    timeline = {
+        job: {"end": ends.get(job), "verdict": verdicts.get(job), "finished": finished.get(job)}
+        for job in sorted(set(ends) | set(finished), key=int)
+    }
+    (workdir / "timeline.json").write_text(json.dumps(timeline, indent=1))
     print(f"  {seconds:.1f} s, {len(latencies)} latencies", flush=True)
-    return Run(label, seconds, ok, latencies, lists)
+    return Run(label, seconds, ok, latencies, lists, gap)
+
+
+def list_times(log: Path, *, since: float) -> list[float]:
+    """When the platform answered session lists (its request log), from `since` on."""
+    times = []
+    for line in log.read_text().splitlines():
+        entry = json.loads(line)
+        if entry["method"] == "GET" and entry["path"].split("?")[0].endswith("/v1/session"):
+            when = datetime.fromisoformat(entry["time"]).timestamp()
+            if when >= since:
+                times.append(when)
+    return times
+
+
+def shortest_gap(times: list[float]) -> float | None:
+    """The shortest time between two consecutive requests (None for fewer than two)."""
+    ordered = sorted(times)
+    return min((b - a for a, b in itertools.pairwise(ordered)), default=None)
+
+
+def ledger_done(workdir: Path) -> dict[str, float]:
+    """Session id -> when the executor recorded its verdict (the ledger's `done`)."""
+    ledger = workdir / ".snakemake" / "canfar" / "ledger.jsonl"
+    done: dict[str, float] = {}
+    for line in ledger.read_text().splitlines():
+        entry = json.loads(line)
+        if entry.get("op") == "done":
+            done[entry["session"]] = entry["t"]
+    return done
 
 
 def canfar_jobs(workdir: Path) -> dict[str, str]:
@@ -295,10 +344,14 @@ def main() -> int:
                 f"{run.percentile(0.5):.2f}",
                 f"{run.percentile(0.95):.2f}",
                 "-" if per_minute is None else f"{per_minute:.1f}",
+                "-" if run.shortest_list_gap is None else f"{run.shortest_list_gap:.2f}",
                 "yes" if run.ok else "NO",
             ]
         )
-    print_table(["workflow", "run", "wall s", "latency p50 s", "p95 s", "lists/min", "ok"], rows)
+    print_table(
+        ["workflow", "run", "wall s", "latency p50 s", "p95 s", "lists/min", "list gap s", "ok"],
+        rows,
+    )
     metrics: dict[str, float | int | str | bool] = {}
     if len(modes) < 4:
         print(f"targets: not judged (a subset of the runs); work directories: {directory}")
@@ -315,7 +368,10 @@ def main() -> int:
         metrics[f"{wf}_same_budget_list_only_over_fast_wall"] = ratio(budget.seconds, fast.seconds)
         metrics[f"{wf}_cluster_generic_over_fast_wall"] = ratio(generic.seconds, fast.seconds)
         met &= fast.ok and fast.percentile(0.5) <= 1 and fast.percentile(0.95) <= 2
-        met &= (fast.lists_per_minute or 0) <= 6.0
+        metrics[f"{wf}_fast_shortest_list_gap_s"] = round(fast.shortest_list_gap or 0, 2)
+        # "At most one list per 10 s": no two lists closer than that (the first list of
+        # a run counts in lists/min but is not a second list within 10 s).
+        met &= fast.shortest_list_gap is None or fast.shortest_list_gap >= LIST_GAP_TARGET
     if "chain" in workflows:
         met &= metrics["chain_same_budget_list_only_over_fast_wall"] >= 3  # type: ignore[operator]
     print_metrics(metrics)

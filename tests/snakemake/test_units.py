@@ -6,8 +6,10 @@ the chart's file mode serve), not stand-ins.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import threading
 from dataclasses import asdict
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from snakemake_executor_plugin_canfar.resources import (
 )
 from snakemake_executor_plugin_canfar.settings import ExecutorSettings
 from snakemake_executor_plugin_canfar.validation import settings_problems
+from snakemake_executor_plugin_canfar.wakeup import Wakeup
 
 IMAGE = "images.canfar.net/skaha/base:latest"
 
@@ -319,3 +322,23 @@ def test_max_status_checks_per_second_caps_the_list_rate() -> None:
     assert status_problems(10) == [] and status_problems(0.1) == []
     (sentence,) = status_problems(0.001)
     assert "--max-status-checks-per-second=0.001 is not allowed" in sentence
+
+
+def test_the_status_sleep_ends_when_another_thread_says_a_session_ended() -> None:
+    """The tracker's end hook (another thread) cuts the status thread's sleep short;
+    a wake that comes between two sleeps is kept for the next one, not lost."""
+    wakeup = Wakeup()
+
+    async def sleeps() -> tuple[bool, bool, bool]:
+        waker = threading.Timer(0.2, wakeup.set)
+        waker.start()
+        woken = await wakeup.sleep(30)
+        wakeup.set()  # while no sleep is under way
+        kept = await wakeup.sleep(30)
+        timed_out = await wakeup.sleep(0.05)
+        return woken, kept, timed_out
+
+    async def bounded() -> tuple[bool, bool, bool]:
+        return await asyncio.wait_for(sleeps(), 10)
+
+    assert asyncio.run(bounded()) == (True, True, False)

@@ -349,3 +349,72 @@ def test_credentials_revoked_mid_run_stop_the_run_at_once(
     )
     assert sentence in out, out
     assert "Traceback" not in out
+
+
+def test_a_job_is_finished_while_later_sessions_are_still_being_created(
+    workflow: Callable[..., Workflow],
+    platform: LocalPlatform,
+    wait_for: Callable[..., object],
+) -> None:
+    """Creating a batch runs beside Snakemake's scheduler, not inside it.
+
+    The platform holds the second creation for 20 s (an injected delay, as a slow
+    CANFAR would): the first job's `Finished` line must not wait for it, or a fan-out's
+    early ends reach Snakemake only once the whole batch exists.
+    """
+    wf = workflow(
+        """
+        rule all:
+            input: "a.txt", "b.txt"
+        rule overlap:
+            output: "{name}.txt"
+            shell: "echo {wildcards.name} > {output}"
+        """
+    )
+    platform.inject_fault(method="POST", route="/v1/session", delay=0.01, count=1)
+    platform.inject_fault(method="POST", route="/v1/session", delay=20.0, count=1)
+    process = wf.start("--canfar-submit-concurrency", "1")
+    try:
+        out = wf.path / "snakemake.out"
+        wait_for(
+            lambda: "Finished jobid" in out.read_text(),
+            timeout=60,
+            interval=0.1,
+            what="the first job's Finished line",
+        )
+        overlapping = [s for s in platform.created() if "-overlap-" in s["name"]]
+        assert len(overlapping) == 1, out.read_text()  # the second is still being created
+        assert process.wait(timeout=SNAKEMAKE_TIMEOUT) == 0, out.read_text()
+    finally:
+        platform.clear_faults()
+        if process.poll() is None:
+            process.kill()
+    assert (wf.path / "a.txt").read_text() == "a\n"
+    assert (wf.path / "b.txt").read_text() == "b\n"
+    assert "Traceback" not in out.read_text()
+
+
+def test_credentials_refused_at_creation_fail_the_job_and_stop_the_run(
+    workflow: Callable[..., Workflow], platform: LocalPlatform
+) -> None:
+    """A 401 answering a create (injected: the token dies between the first list and
+    the create) is the job's error and stops the run with the renew sentence."""
+    wf = workflow(
+        """
+        rule all:
+            output: "never.txt"
+            shell: "touch {output}"
+        """
+    )
+    platform.inject_fault(method="POST", route="/v1/session", status=401, count=1)
+    try:
+        result = wf.run()
+    finally:
+        platform.clear_faults()
+    assert result.returncode != 0
+    assert (
+        f"CANFAR at {platform.url} refused the credentials from --canfar-token" in result.stdout
+    ), result.stdout
+    assert "renew them with `canfar login`" in result.stdout
+    assert "Traceback" not in result.stdout
+    assert not (wf.path / "never.txt").exists()

@@ -7,6 +7,8 @@ owns the tracker there and offers thread-safe calls: `watch` returns once the tr
 knows a session, `outcome` only reads resolved outcomes from memory (a status check
 never makes a request and never raises for a transient API failure, the tracker keeps
 the last known state through outages), `wait` blocks one thread until a session ends.
+`on_end` is told the moment a watched session is resolved, so that an engine which
+polls `outcome` can wake its poll instead of waiting for its next period.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from canfar_core.errors import CanfarError
@@ -44,11 +46,20 @@ async def _new_tracker(client: CanfarClient, options: dict[str, Any]) -> Session
 class TrackerBridge:
     """Owns a tracker on the client's loop; every method is safe from any thread.
 
-    `tracker_options` are SessionTracker's (intervals, outage tolerance, ...).
+    `tracker_options` are SessionTracker's (intervals, outage tolerance, ...). `on_end`
+    runs on the client's loop with the id of each watched session as it is resolved
+    (ended, failed, lost); it must return quickly and must not block on the loop.
     """
 
-    def __init__(self, client: CanfarClient, **tracker_options: Any) -> None:
+    def __init__(
+        self,
+        client: CanfarClient,
+        *,
+        on_end: Callable[[str], object] | None = None,
+        **tracker_options: Any,
+    ) -> None:
         self.client = client
+        self._on_end = on_end
         self._loop = client.run(_running_loop())
         self.tracker: SessionTracker = client.run(_new_tracker(client, tracker_options))
         self._failures: dict[str, BaseException] = {}
@@ -60,14 +71,36 @@ class TrackerBridge:
     def watch(self, session_id: str, **options: Any) -> None:
         """Start watching a session (returns once the tracker knows it).
 
-        `options` are SessionTracker.watch's (name, state_dir, timeouts, ...).
+        `options` are SessionTracker.watch's (name, state_dir, timeouts, ...). Safe on
+        the client's loop too (a creation callback), where it starts the watch at once
+        instead of waiting on the loop it is running on.
         """
+        if self._on_loop():
+            self._start_watch(session_id, options)
+            return
 
         async def start() -> None:
-            future = self.tracker.watch(session_id, **options)
-            future.add_done_callback(lambda f: self._note_failure(session_id, f))
+            self._start_watch(session_id, options)
 
         self.client.run(start())
+
+    def _on_loop(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
+
+    def _start_watch(self, session_id: str, options: dict[str, Any]) -> None:
+        future = self.tracker.watch(session_id, **options)
+        future.add_done_callback(lambda f: self._ended(session_id, f))
+
+    def _ended(self, session_id: str, future: asyncio.Future[Outcome]) -> None:
+        self._note_failure(session_id, future)
+        if self._on_end is not None:
+            try:
+                self._on_end(session_id)
+            except Exception as exc:  # an engine's hook must not stop the tracker
+                log.warning("An end hook failed (%s: %s); ignored.", type(exc).__name__, exc)
 
     def wait(self, session_id: str, timeout: float | None = None) -> Outcome:
         """Block this thread until a watched session ends; its Outcome.
@@ -200,10 +233,16 @@ class TrackerBridge:
 
     def close(self, timeout: float = CLOSE_TIMEOUT_SECONDS) -> None:
         """Finish background deletes, stop the tracker, close the client."""
-        with self._lock:
-            pending = list(self._background)
-        if pending:
-            concurrent.futures.wait(pending, timeout=timeout)
+        # Background work may start more (a creation deletes its session late): wait
+        # until none is left, or the time is up.
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                pending = list(self._background)
+            left = deadline - time.monotonic()
+            if not pending or left <= 0:
+                break
+            concurrent.futures.wait(pending, timeout=left)
         with contextlib.suppress(Exception):
             self.client.run(self.tracker.aclose())
         with contextlib.suppress(Exception):

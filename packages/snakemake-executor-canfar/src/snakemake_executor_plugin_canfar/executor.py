@@ -61,6 +61,7 @@ from snakemake_executor_plugin_canfar.submission import (
     create_all,
     write_secrets,
 )
+from snakemake_executor_plugin_canfar.wakeup import Wakeup
 
 PLUGIN_LOGGER = "snakemake_executor_plugin_canfar"
 INFLIGHT_WAIT_SECONDS = 15.0
@@ -80,6 +81,8 @@ class SessionBook:
         self.adopted: set[str] = set()
         self.inflight = 0
         self.cancelling = False
+        # Why the run must stop (credentials refused at creation), said by the status thread.
+        self.stop: str | None = None
 
     def mine(self) -> set[str]:
         """Every session id this run is responsible for."""
@@ -93,12 +96,14 @@ class Executor(RemoteExecutor):
     # Set by __post_init__; the base class starts its status-check thread before that,
     # and a status check must find "not ready yet" here, not an AttributeError.
     run: RunContext | None = None
+    wakeup: Wakeup | None = None
 
     # -- setup -----------------------------------------------------------------------------
 
     def __post_init__(self) -> None:
         # From here on, canfar-core's and this plugin's records land in Snakemake's log.
         self._stop_forwarding = forward_logs(self.logger.log, (CORE_LOGGER, PLUGIN_LOGGER))
+        wakeup = Wakeup()
         try:
             run, client = open_run(self.workflow)
         except BaseException as exc:
@@ -113,6 +118,7 @@ class Executor(RemoteExecutor):
             raise
         self.bridge = TrackerBridge(
             client,
+            on_end=lambda _session_id: wakeup.set(),
             min_interval=run.min_interval,
             max_interval=run.max_interval,
             image_pull_window=float(run.settings.image_pull_timeout),
@@ -121,9 +127,11 @@ class Executor(RemoteExecutor):
             exit_scan_interval=run.exit_scan_interval,
             on_progress=self._progress,
         )
+        self.wakeup = wakeup
         self.heartbeat = Heartbeat()
-        # Reading the tracker's outcomes costs nothing: check as often as the fast path
-        # may learn of an end, so it reaches Snakemake without waiting a whole second.
+        # Reading the tracker's outcomes costs nothing, and the tracker's end hook wakes
+        # the status thread the moment a session is resolved (`sleep` below); the period
+        # is only the fallback.
         self.next_seconds_between_status_checks = min(
             1.0, run.min_interval, run.exit_scan_interval or 1.0
         )
@@ -180,6 +188,14 @@ class Executor(RemoteExecutor):
         self._submit([job])
 
     def _submit(self, jobs: list[JobExecutorInterface]) -> None:
+        """Plan the jobs here; create their sessions on the client's loop, not waiting.
+
+        Planning refusals are reported at once. Creation runs in the background so that
+        this thread (Snakemake's scheduler, which alone prints "Finished" and schedules
+        dependants) is back before a large batch is created: each session is watched
+        and reported submitted the moment it exists, each failed creation is a job
+        error, and credentials refused at creation stop the run at the next status check.
+        """
         plans: list[Plan] = []
         for job in jobs:
             try:
@@ -200,35 +216,16 @@ class Executor(RemoteExecutor):
         by_name = {p.spec.name: p for p in plans}
         with self.book.lock:
             self.book.inflight += len(plans)
-        results = self.bridge.client.run(
+        self.bridge.spawn(
             create_all(
                 self.bridge.client.aio,
                 [p.spec for p in plans],
                 concurrency=self.settings.submit_concurrency,
                 on_created=lambda spec, sid: self._on_created(by_name[spec.name], sid),
+                on_failed=lambda spec, exc: self._on_create_failed(by_name[spec.name], exc),
                 on_settled=self._on_settled,
             )
         )
-        fatal: CanfarError | None = None
-        for plan, result in zip(plans, results, strict=True):
-            if not isinstance(result, str):
-                remove_secrets_file(plan.secrets_file)
-            if isinstance(result, str):
-                self._start(plan, result)
-            elif is_refusal(result) or isinstance(result, ConfigurationError):
-                fatal = fatal or result  # type: ignore[assignment]
-            elif isinstance(result, SpecError):
-                # Refused before sending (e.g. an image outside the allowed registries).
-                self.report_job_error(SubmittedJobInfo(plan.job), msg=f"{plan.label}: {result} ")
-            elif isinstance(result, CanfarError):
-                self.report_job_error(
-                    SubmittedJobInfo(plan.job),
-                    msg=f"{plan.label}: CANFAR did not create the session: {result}. ",
-                )
-            else:
-                raise result
-        if fatal is not None:
-            raise WorkflowError(self._refusal(fatal))
 
     @property
     def settings(self) -> Any:
@@ -289,7 +286,7 @@ class Executor(RemoteExecutor):
             self.logger.info(message)
 
     def _on_created(self, plan: Plan, session_id: str) -> None:
-        """Runs on the client's loop as soon as a session exists."""
+        """Runs on the client's loop as soon as a session exists: record it, watch it."""
         assert self.run is not None
         with self.book.lock:
             self.book.created.add(session_id)
@@ -299,6 +296,35 @@ class Executor(RemoteExecutor):
         )
         if cancelling:
             self.bridge.delete_later(session_id)
+            return
+        self._start(plan, session_id)
+
+    def _on_create_failed(self, plan: Plan, error: BaseException) -> None:
+        """Runs on the client's loop for a session CANFAR did not create: a job error.
+
+        Credentials refused (or a login that cannot be used) will refuse every later
+        request too, so they also stop the run: the status thread raises the sentence.
+        """
+        remove_secrets_file(plan.secrets_file)
+        job_info = SubmittedJobInfo(plan.job)
+        if is_refusal(error) or isinstance(error, ConfigurationError):
+            sentence = self._refusal(error)  # type: ignore[arg-type]
+            with self.book.lock:
+                self.book.stop = self.book.stop or sentence
+            self.report_job_error(job_info, msg=f"{plan.label}: {sentence} ")
+        elif isinstance(error, SpecError):
+            # Refused before sending (e.g. an image outside the allowed registries).
+            self.report_job_error(job_info, msg=f"{plan.label}: {error} ")
+        elif isinstance(error, CanfarError):
+            self.report_job_error(
+                job_info, msg=f"{plan.label}: CANFAR did not create the session: {error}. "
+            )
+        else:
+            self.report_job_error(
+                job_info,
+                msg=f"{plan.label}: creating its session failed ({type(error).__name__}: "
+                f"{error}). ",
+            )
 
     def _on_settled(self) -> None:
         """Runs on the client's loop when one creation has succeeded or failed."""
@@ -389,6 +415,13 @@ class Executor(RemoteExecutor):
 
     # -- status ------------------------------------------------------------------------------
 
+    async def sleep(self) -> None:
+        """Wait for the next status check, or less: until the tracker resolves a session."""
+        if self.wakeup is None:
+            await super().sleep()
+            return
+        await self.wakeup.sleep(self.next_seconds_between_status_checks)
+
     async def check_active_jobs(
         self, active_jobs: list[SubmittedJobInfo]
     ) -> AsyncGenerator[SubmittedJobInfo, None]:
@@ -407,6 +440,9 @@ class Executor(RemoteExecutor):
             # Snakemake prints an ApiError as its one line (a WorkflowError would add
             # this plugin's source line under it).
             raise ApiError(str(refusal))
+        stop = self.book.stop if self.run is not None else None
+        if stop is not None:
+            raise ApiError(stop)
         if self.run is not None and active_jobs:
             line = self.heartbeat.line(
                 self.bridge.tracker.phase(j.external_jobid) for j in active_jobs if j.external_jobid
@@ -510,7 +546,15 @@ class Executor(RemoteExecutor):
             self.logger.info(f"Deleted {len(ids)} CANFAR session(s) of run {run.run_id}.")
 
     def shutdown(self) -> None:
-        """Stop status checks, finish background deletes, close the client."""
+        """Stop status checks, finish background work, close the client.
+
+        Creations still in flight here (the run is stopping on an error) would make
+        sessions nobody watches: they are deleted as they are created.
+        """
+        if self.run is not None:
+            with self.book.lock:
+                if self.book.inflight > 0:
+                    self.book.cancelling = True
         super().shutdown()
         if self.run is not None:
             self.bridge.close()

@@ -9,13 +9,17 @@ envelope also changes to the workflow directory (sessions start in `$HOME`), enf
 the runtime and records the exit code.
 
 Creating a session takes seconds on CANFAR, so a batch of ready jobs is created
-concurrently (bounded), each attempt under its own name so that the client can adopt
-rather than duplicate a session after an ambiguous failure.
+concurrently (bounded) on the client's loop, each attempt under its own name so that
+the client can adopt rather than duplicate a session after an ambiguous failure. The
+batch runs in the background: Snakemake's scheduler thread, which alone prints
+"Finished" and schedules dependants, must not wait for 200 creations to learn that
+the first job ended.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +36,8 @@ from canfar_core import (
 )
 
 from snakemake_executor_plugin_canfar.resources import RequestError, SessionRequest
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -105,23 +111,36 @@ async def create_all(
     *,
     concurrency: int,
     on_created: Callable[[SessionSpec, str], None],
+    on_failed: Callable[[SessionSpec, BaseException], None],
     on_settled: Callable[[], None],
-) -> list[str | BaseException]:
-    """Create every spec (at most `concurrency` at once); a result or error per spec.
+) -> None:
+    """Create every spec (at most `concurrency` at once), telling each result as it comes.
 
-    `on_created` runs on the client's loop the moment each id is known, and
-    `on_settled` once per spec whatever happened, so that a cancellation racing with
-    the batch (Ctrl-C interrupts the caller, not this loop) still learns of every session.
+    `on_created` runs on the client's loop the moment each id is known, so that its
+    session is watched while the rest of the batch is still being created; `on_failed`
+    gets each spec the server did not create, and `on_settled` runs once per spec
+    whatever happened, so that a cancellation racing with the batch still learns of
+    every session. A callback that raises is logged, never lost with the batch.
     """
     gate = asyncio.Semaphore(concurrency)
 
-    async def one(spec: SessionSpec) -> str:
+    async def one(spec: SessionSpec) -> None:
         try:
-            async with gate:
-                session_id = await client.create(spec)
-            on_created(spec, session_id)
-            return session_id
+            try:
+                async with gate:
+                    session_id = await client.create(spec)
+            except Exception as exc:
+                _tell(on_failed, spec, exc)
+            else:
+                _tell(on_created, spec, session_id)
         finally:
             on_settled()
 
-    return list(await asyncio.gather(*(one(s) for s in specs), return_exceptions=True))
+    await asyncio.gather(*(one(s) for s in specs))
+
+
+def _tell(callback: Callable[[SessionSpec, Any], None], spec: SessionSpec, value: Any) -> None:
+    try:
+        callback(spec, value)
+    except Exception:  # one job's bookkeeping must not take the batch down with it
+        log.exception("Handling the creation of session %s failed", spec.name)
