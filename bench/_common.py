@@ -258,12 +258,20 @@ class ServedPlatform:
 
     @classmethod
     def start(
-        cls, root: Path, *, cores: float, ram_gib: float, start_delay: float = 0.0
+        cls,
+        root: Path,
+        *,
+        cores: float,
+        ram_gib: float,
+        start_delay: float = 0.0,
+        session_nice: int = 0,
     ) -> ServedPlatform:
         """Serve on a free loopback port with the capacity the benchmark needs.
 
         `start_delay`: seconds each session stays Pending after admission before its
         command starts (CANFAR's scheduling and image start; `--start-delay`).
+        `session_nice`: the sessions' nice value (`--session-nice`): on CANFAR sessions
+        run on other nodes, here on the driver's own CPUs.
         """
         root.mkdir(parents=True, exist_ok=True)
         cli = Path(VENV_BIN) / "canfar-local"
@@ -285,6 +293,8 @@ class ServedPlatform:
                     "--kill-on-exit",
                     "--start-delay",
                     str(start_delay),
+                    "--session-nice",
+                    str(session_nice),
                 ],
                 stdout=subprocess.PIPE,
                 stderr=errors,

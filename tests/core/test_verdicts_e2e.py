@@ -442,6 +442,39 @@ async def test_a_deadline_waits_for_the_next_list_on_the_fast_path(
     print(f"\nrequests while a Pending session's events fell due and it ended: {requests}")
 
 
+async def test_an_exit_file_is_resolved_while_a_tick_waits_on_events(platform, tmp_path) -> None:
+    """A tick reading a Pending session's events can take long on a busy service (the
+    platform holds that read 10 s, injected); the state dir is scanned meanwhile, so
+    another session's end is known from its exit file before that read is answered."""
+    async with client_for(platform.url, platform.token) as client:
+        state = tmp_path / "state"
+        tracker = SessionTracker(
+            client, min_interval=0.2, max_interval=5, exit_scan_interval=0.2, events_delay=0.1
+        )
+        queued = await client.create(
+            SessionSpec(name="queued", image=IMAGE, cmd="sleep", args="120")
+        )
+        platform.hold_phase(queued, "Pending")
+        platform.inject_fault(method="GET", route="/v1/session/{id}", delay=10.0, count=1)
+        try:
+            tracker.watch(queued)  # no state dir: only the list and its events tell
+            sid = await client.create(
+                envelope("sleep 1; echo ended", state_dir=state).spec(name="quick", image=IMAGE)
+            )
+            outcome = await asyncio.wait_for(tracker.watch(sid, state_dir=str(state)), 9)
+            answered = [
+                json.loads(line)["path"]
+                for line in (platform.root / "requests.log").read_text().splitlines()
+            ]
+            await tracker.aclose()
+        finally:
+            platform.clear_faults()
+        await client.delete(queued)
+    assert tracker.events_reads >= 1  # the tick was reading the queued session's events
+    assert f"/skaha/v1/session/{queued}?view=events" not in answered  # ...and still is
+    assert outcome.success and "ended" in outcome.logs
+
+
 async def test_the_list_overrides_a_contradicting_exit_file(platform, tmp_path) -> None:
     """The platform shows the session Failed (as a pod killed after its command) while
     its command records 0 in the exit file. The list says Failed, so the recorded 0 is a

@@ -109,6 +109,9 @@ class _Watch:
     reason_key: tuple[str, str] | None = None
     deleting: OutcomeKind | None = None
     resolving: bool = False
+    # Being advanced by a list tick or an exit scan (they run side by side): the other
+    # leaves the watch alone until that is done.
+    busy: bool = False
 
     def facts(self) -> WatchFacts:
         return WatchFacts(
@@ -220,6 +223,10 @@ class SessionTracker:
         self._outcomes: dict[str, Outcome] = {}
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        self._listing: asyncio.Task[None] | None = None
+        self._closing = False
+        # A list has been started and its answer not yet applied: scans wait for it.
+        self._awaiting_list = False
         self._outage_since: float | None = None
         self._outage_warned = 0.0
         self._tick_failed = False
@@ -325,10 +332,14 @@ class SessionTracker:
     async def aclose(self) -> None:
         """Stop the polling loop (watched sessions are left as they are)."""
         if self._task is not None:
+            self._closing = True
             self._task.cancel()
+            if self._wake is not None:
+                self._wake.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+            self._closing = False
 
     # -- loop ----------------------------------------------------------------------------
 
@@ -344,24 +355,54 @@ class SessionTracker:
             self._wake.set()
 
     async def _run(self) -> None:
+        """List when due (in a task of its own) and scan the state dirs meanwhile.
+
+        A list tick can take long: it reads the events of every Pending session that
+        is due, and on a busy service each read takes a while. The exit scan must not
+        wait for it, or every end found in the state dir waits for the slowest events
+        read of the tick (tens of seconds with a fan-out queued).
+        """
         assert self._wake is not None
-        while True:
-            if not self._watches:
+        try:
+            # Not `while True`: Python 3.11's wait_for can swallow a cancellation that
+            # races with the wake (the list task sets it as it ends), so `aclose` also
+            # says so here.
+            while not self._closing:
+                if not self._watches and self._listing is None:
+                    self._wake.clear()
+                    await self._wake.wait()
                 self._wake.clear()
-                await self._wake.wait()
-            self._wake.clear()
-            if self._list_due():
-                self._listed_at = self.clock()
-                changed = await self._guarded_step(self.tick)
-                self.interval = (
-                    self.min_interval
-                    if changed
-                    else min(self.max_interval, self.interval * self.backoff)
-                )
-            if self._scanning():
-                await self._guarded_step(self.scan_exit_files)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._next_sleep())
+                if self._listing is None and self._list_due():
+                    self._listed_at = self.clock()
+                    self._awaiting_list = True
+                    self._listing = asyncio.get_running_loop().create_task(
+                        self._list_step(), name="canfar-tracker-list"
+                    )
+                if self._scanning():
+                    await self._guarded_step(self.scan_exit_files)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._next_sleep())
+        finally:
+            listing, self._listing = self._listing, None
+            if listing is not None:
+                listing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listing
+
+    async def _list_step(self) -> None:
+        """One list tick, then the next interval; wakes the loop to plan what follows."""
+        try:
+            changed = await self._guarded_step(self.tick)
+            self.interval = (
+                self.min_interval
+                if changed
+                else min(self.max_interval, self.interval * self.backoff)
+            )
+        finally:
+            self._listing = None
+            self._awaiting_list = False
+            if self._wake is not None:
+                self._wake.set()
 
     async def _guarded_step(self, step: Callable[[], Coroutine[Any, Any, bool]]) -> bool:
         """Run a tick or a scan; a bug in one must not silently kill every watch."""
@@ -428,6 +469,10 @@ class SessionTracker:
         this one.
         """
         now = self.clock()
+        if self._listing is not None:
+            # The list under way wakes the loop when it is done; only scans are due.
+            scan = self.exit_scan_interval
+            return scan if scan is not None and self._scanning() else self.max_interval
         if self._fast_path_covers_all() and self._listed_at is not None:
             assert self.exit_scan_interval is not None
             next_list = max(0.05, self._listed_at + self.max_interval - now)
@@ -447,12 +492,17 @@ class SessionTracker:
         """The fast path: one directory read per state dir; resolve the watches that ended.
 
         Returns True when any watch resolved. Costs no API request (the log file beside
-        the exit file is read from the same directory).
+        the exit file is read from the same directory). While a list request is under
+        way nothing is scanned: its answer comes first, so that a phase the list already
+        shows (a pod that failed after its command) is not overtaken by the file; only
+        the per-session reads that follow the answer (events, logs) run beside scans.
         """
+        if self._awaiting_list:
+            return False
         waiting: dict[str, list[_Watch]] = {}
         for watch in self._watches.values():
             ended_unseen = watch.state_dir is not None and watch.records.exit_file is None
-            if ended_unseen and not watch.resolving:
+            if ended_unseen and not watch.resolving and not watch.busy:
                 waiting.setdefault(watch.state_dir, []).append(watch)
         if not waiting:
             return False
@@ -468,6 +518,7 @@ class SessionTracker:
             if code is None:
                 continue  # named but unreadable: the list decides later
             watch.records = with_exit_file(watch.records, code, now)
+            watch.busy = True
             jobs.append(self._guarded(watch, self._advance(watch, watch.session)))
         if not jobs:
             return False
@@ -497,13 +548,15 @@ class SessionTracker:
         changed = False
         jobs = []
         for watch in list(self._watches.values()):
-            if watch.resolving:
-                continue
+            if watch.resolving or watch.busy:
+                continue  # being resolved, or advanced by a scan (the next tick sees it)
             session = by_id.get(watch.session_id)
             changed |= self._observe(watch, session, now)
             if self._quiet(watch, session, now):
                 continue  # the verdict is WAIT with no I/O: skip the coroutine
+            watch.busy = True
             jobs.append(self._guarded(watch, self._advance(watch, session)))
+        self._awaiting_list = False  # every watch has this answer: scans may go on
         if jobs:
             try:
                 results = await asyncio.gather(*jobs)
@@ -572,7 +625,8 @@ class SessionTracker:
         """Run one watch's work; if it fails, the watch is tried again on the next tick.
 
         Without this, one unexpected error would leave the watch marked as resolving
-        and its waiter blocked forever. A refusal (401/403) goes up to the tick.
+        and its waiter blocked forever. A refusal (401/403) goes up to the tick. The
+        caller marks the watch busy when it schedules `job`; this clears it.
         """
         try:
             return await job
@@ -584,6 +638,8 @@ class SessionTracker:
                 watch.resolving = False
                 watch.deleting = None
             return False
+        finally:
+            watch.busy = False
 
     # -- records -------------------------------------------------------------------------
 
