@@ -32,6 +32,9 @@ the rules there:
   without a state dir); while every watch has a state dir it is read at
   `max_interval` (the user's status interval) and at no other time, so the deadlines
   of the verdict rules are checked at those list ticks, at most one interval late.
+  A list tick runs as a task of its own and scans go on while it reads events or logs
+  (a watch one of them is advancing is left to it); they wait only while the list
+  request itself is in flight, so a phase the list already shows comes first.
 - While a session is Pending its events are read at a bounded rate, never per tick;
   a hook (`on_progress`) hears of phase changes and of a waiting session's reason, once
   and again only when it changes.
