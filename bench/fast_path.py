@@ -19,9 +19,10 @@ Two workflows of one-second jobs, each run four ways with Snakemake's default
     marker files that Snakemake checks every status interval.
 
 The canfar runs use `canfar-local serve` (out of process), so its request counters can
-be read. Latency is from the moment the end record appears (the session's exit file,
-or cluster-generic's `.jobfinished` marker; a watcher scans for them every 20 ms) to
-the moment Snakemake prints `Finished jobid: N` (its output is read line by line).
+be read. Latency is from the end record's mtime (the session's exit file, or
+cluster-generic's `.jobfinished` marker; a watcher scans for them every 20 ms and
+stats each new one) to the moment Snakemake prints `Finished jobid: N` (its output
+is read line by line).
 
     uv run python bench/fast_path.py [--chain 30] [--fan 200] [--only chain]
 
@@ -112,8 +113,17 @@ def fan_snakefile(parts: int) -> str:
     )
 
 
+def written_at(path: Path, seen: float) -> float:
+    """When an end record was written: its mtime (the watcher may run late on a loaded
+    machine, which would understate the latency), else when it was first seen."""
+    try:
+        return min(os.stat(path).st_mtime, seen)
+    except OSError:
+        return seen
+
+
 class EndWatcher:
-    """First-seen times of end records (exit files or markers), scanned every 20 ms."""
+    """When each end record (exit file or marker) was written; scanned every 20 ms."""
 
     def __init__(self, workdir: Path, kind: str) -> None:
         self.workdir, self.kind = workdir, kind
@@ -140,7 +150,9 @@ class EndWatcher:
                 except OSError:
                     continue
                 for name in names:
-                    self.seen.setdefault(name[: -len(suffix)], now)
+                    key = name[: -len(suffix)]
+                    if key not in self.seen:
+                        self.seen[key] = written_at(directory / name, now)
 
     def __enter__(self) -> EndWatcher:
         self._thread.start()
