@@ -47,6 +47,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from _common import (
     PYTHON,
@@ -274,26 +275,21 @@ def shortest_gap(times: list[float]) -> float | None:
     return min((b - a for a, b in itertools.pairwise(ordered)), default=None)
 
 
+def ledger_entries(workdir: Path, op: str) -> list[dict[str, Any]]:
+    """The run ledger's entries of one kind (`submit`, `done`)."""
+    ledger = workdir / ".snakemake" / "canfar" / "ledger.jsonl"
+    entries = [json.loads(line) for line in ledger.read_text().splitlines()]
+    return [entry for entry in entries if entry.get("op") == op]
+
+
 def ledger_done(workdir: Path) -> dict[str, float]:
     """Session id -> when the executor recorded its verdict (the ledger's `done`)."""
-    ledger = workdir / ".snakemake" / "canfar" / "ledger.jsonl"
-    done: dict[str, float] = {}
-    for line in ledger.read_text().splitlines():
-        entry = json.loads(line)
-        if entry.get("op") == "done":
-            done[entry["session"]] = entry["t"]
-    return done
+    return {e["session"]: e["t"] for e in ledger_entries(workdir, "done")}
 
 
 def canfar_jobs(workdir: Path) -> dict[str, str]:
     """Session id -> Snakemake job id, from the run ledger (names end `-<jobid>-<attempt>`)."""
-    jobs: dict[str, str] = {}
-    ledger = workdir / ".snakemake" / "canfar" / "ledger.jsonl"
-    for line in ledger.read_text().splitlines():
-        entry = json.loads(line)
-        if entry.get("op") == "submit":
-            jobs[entry["session"]] = entry["name"].rsplit("-", 2)[-2]
-    return jobs
+    return {e["session"]: e["name"].rsplit("-", 2)[-2] for e in ledger_entries(workdir, "submit")}
 
 
 def main() -> int:
