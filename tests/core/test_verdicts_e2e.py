@@ -475,6 +475,38 @@ async def test_an_exit_file_is_resolved_while_a_tick_waits_on_events(platform, t
     assert outcome.success and "ended" in outcome.logs
 
 
+async def test_an_exit_file_abandons_the_events_read_of_its_own_session(platform, tmp_path) -> None:
+    """A session the list still shows Pending (held there, injected) has its events read
+    by a tick, and the platform holds that read 30 s (injected) as a busy service may.
+    Its command ends meanwhile: the exit file makes the events moot, so the read is
+    abandoned and the session resolved from the file, long before the read would end."""
+    async with client_for(platform.url, platform.token) as client:
+        state = tmp_path / "state"
+        tracker = SessionTracker(
+            client, min_interval=0.2, max_interval=1, exit_scan_interval=0.2, events_delay=0.1
+        )
+        sid = await client.create(
+            envelope("sleep 3; echo ended", state_dir=state).spec(name="held", image=IMAGE)
+        )
+        platform.hold_phase(sid, "Pending")
+        platform.inject_fault(method="GET", route="/v1/session/{id}", delay=30.0, count=1)
+        try:
+            future = tracker.watch(sid, state_dir=str(state))
+            await until(lambda: tracker.events_reads >= 1, timeout=10, what="an events read")
+            assert not (state / f"{sid}.exit").exists()  # the read began before the end
+            outcome = await asyncio.wait_for(future, 15)
+            answered = [
+                json.loads(line)["path"]
+                for line in (platform.root / "requests.log").read_text().splitlines()
+            ]
+            await tracker.aclose()
+        finally:
+            platform.clear_faults()
+        await client.delete(sid)
+    assert f"/skaha/v1/session/{sid}?view=events" not in answered  # never waited for
+    assert outcome.success and outcome.exit_code == 0 and "ended" in outcome.logs
+
+
 async def test_the_list_overrides_a_contradicting_exit_file(platform, tmp_path) -> None:
     """The platform shows the session Failed (as a pod killed after its command) while
     its command records 0 in the exit file. The list says Failed, so the recorded 0 is a

@@ -34,7 +34,10 @@ the rules there:
   of the verdict rules are checked at those list ticks, at most one interval late.
   A list tick runs as a task of its own and scans go on while it reads events or logs
   (a watch one of them is advancing is left to it); they wait only while the list
-  request itself is in flight, so a phase the list already shows comes first.
+  request itself is in flight, so a phase the list already shows comes first. One
+  exception: a tick waiting on the events of a session whose exit file appears stops
+  waiting (the read is cancelled, the events are moot once the command has ended), and
+  resolves it from the file at once rather than after a busy service answers.
 - While a session is Pending its events are read at a bounded rate, never per tick;
   a hook (`on_progress`) hears of phase changes and of a waiting session's reason, once
   and again only when it changes.
@@ -113,8 +116,11 @@ class _Watch:
     deleting: OutcomeKind | None = None
     resolving: bool = False
     # Being advanced by a list tick or an exit scan (they run side by side): the other
-    # leaves the watch alone until that is done.
+    # leaves the watch alone until that is done, except to abandon `events_read`.
     busy: bool = False
+    # The events request of a Pending session under way: an exit file found meanwhile
+    # makes it moot, so the scan cancels it rather than wait for a busy service.
+    events_read: asyncio.Task[str] | None = None
 
     def facts(self) -> WatchFacts:
         return WatchFacts(
@@ -136,6 +142,12 @@ def exit_file_names(state_dir: str) -> frozenset[str]:
             return frozenset(e.name for e in entries if e.name.endswith(".exit"))
     except OSError:
         return frozenset()
+
+
+def _cancelled_from_outside() -> bool:
+    """Whether the running task itself is being cancelled (not only what it awaited)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 class _Refused(Exception):
@@ -504,8 +516,7 @@ class SessionTracker:
             return False
         waiting: dict[str, list[_Watch]] = {}
         for watch in self._watches.values():
-            ended_unseen = watch.state_dir is not None and watch.records.exit_file is None
-            if ended_unseen and not watch.resolving and not watch.busy:
+            if watch.state_dir is not None and self._scannable(watch):
                 waiting.setdefault(watch.state_dir, []).append(watch)
         if not waiting:
             return False
@@ -517,10 +528,18 @@ class SessionTracker:
         jobs = []
         now = self.clock()
         for watch in found:
+            if watch.session_id not in self._watches or not self._scannable(watch):
+                continue  # changed hands while the directory was read: the next scan
             code = read_exit_file(watch.state_dir, watch.session_id)
             if code is None:
                 continue  # named but unreadable: the list decides later
             watch.records = with_exit_file(watch.records, code, now)
+            if watch.busy:
+                # A tick is waiting on this watch's events: the command has ended, so
+                # they are moot. Its advance goes on from the exit file at once.
+                assert watch.events_read is not None
+                watch.events_read.cancel()
+                continue
             watch.busy = True
             jobs.append(self._guarded(watch, self._advance(watch, watch.session)))
         if not jobs:
@@ -531,6 +550,17 @@ class SessionTracker:
             self._refused(refused.error)
             return True
         return any(results)
+
+    @staticmethod
+    def _scannable(watch: _Watch) -> bool:
+        """Whether a scan may take this watch's exit file now.
+
+        Not once it has one or is being resolved; not while a tick advances it, unless
+        all the tick is doing is waiting on its events (which the file makes moot).
+        """
+        if watch.records.exit_file is not None or watch.resolving:
+            return False
+        return not watch.busy or watch.events_read is not None
 
     async def tick(self) -> bool:
         """One poll: list once, update every watch. Returns True when anything changed."""
@@ -707,19 +737,28 @@ class SessionTracker:
         return sink.capture(), file_exists
 
     async def _read_events(self, watch: _Watch, session: Session | None) -> None:
+        """Read the events into the records; nothing is recorded if a scan abandons it."""
         now = self.clock()
         no_pod = False
         table: str | None = None
         self.events_reads += 1
+        read = asyncio.ensure_future(self.client.events_table(watch.session_id))
+        watch.events_read = read
         try:
-            text = await self.client.events_table(watch.session_id)
+            text = await read
             table = None if text.strip() in ("", "<none>") else text.rstrip("\n")
+        except asyncio.CancelledError:
+            if _cancelled_from_outside():
+                raise
+            return  # abandoned by a scan that found the exit file (`scan_exit_files`)
         except SessionNotFoundError:
             no_pod = True
         except CanfarError as exc:
             if is_refusal(exc):
                 raise _Refused(exc) from None
             log.warning("Could not read events of session %s: %s", watch.session_id, exc)
+        finally:
+            watch.events_read = None
         watch.records = with_events(watch.records, table, no_pod, now)
         if session is not None and session.phase is Phase.PENDING:
             self._report_reason(watch, session, now)
