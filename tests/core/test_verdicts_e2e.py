@@ -55,6 +55,12 @@ async def until(predicate: Callable[[], object], timeout: float = 30, what: str 
     await async_wait_for(check, timeout=timeout, what=what)
 
 
+def answered_paths(root: Path) -> list[str]:
+    """The paths (with query) of the requests the platform has answered so far."""
+    log = (root / "requests.log").read_text().splitlines()
+    return [json.loads(line)["path"] for line in log]
+
+
 def client_for(url: str, token: str, **kwargs: object) -> AsyncCanfarClient:
     return AsyncCanfarClient(url=url, token=token, **kwargs)  # type: ignore[arg-type]
 
@@ -462,10 +468,7 @@ async def test_an_exit_file_is_resolved_while_a_tick_waits_on_events(platform, t
                 envelope("sleep 1; echo ended", state_dir=state).spec(name="quick", image=IMAGE)
             )
             outcome = await asyncio.wait_for(tracker.watch(sid, state_dir=str(state)), 9)
-            answered = [
-                json.loads(line)["path"]
-                for line in (platform.root / "requests.log").read_text().splitlines()
-            ]
+            answered = answered_paths(platform.root)
             await tracker.aclose()
         finally:
             platform.clear_faults()
@@ -495,10 +498,7 @@ async def test_an_exit_file_abandons_the_events_read_of_its_own_session(platform
             await until(lambda: tracker.events_reads >= 1, timeout=10, what="an events read")
             assert not (state / f"{sid}.exit").exists()  # the read began before the end
             outcome = await asyncio.wait_for(future, 15)
-            answered = [
-                json.loads(line)["path"]
-                for line in (platform.root / "requests.log").read_text().splitlines()
-            ]
+            answered = answered_paths(platform.root)
             await tracker.aclose()
         finally:
             platform.clear_faults()
