@@ -118,8 +118,9 @@ class _Watch:
     # Being advanced by a list tick or an exit scan (they run side by side): the other
     # leaves the watch alone until that is done, except to abandon `events_read`.
     busy: bool = False
-    # The events request of a Pending session under way: an exit file found meanwhile
-    # makes it moot, so the scan cancels it rather than wait for a busy service.
+    # The events request a tick is waiting on (a Pending session's, or for a failure's
+    # table): an exit file found meanwhile makes it moot, so the scan cancels it rather
+    # than wait for a busy service.
     events_read: asyncio.Task[str] | None = None
 
     def facts(self) -> WatchFacts:
