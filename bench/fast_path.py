@@ -72,6 +72,9 @@ from _common import (
 )
 
 STATUS_SECONDS = "10"
+# Snakemake submits every ready job at once to the canfar runs: the platform's capacity
+# (`--cores`), not `--jobs`, decides how many run.
+CANFAR_JOBS = 250
 LIST_INTERVAL_TARGET = 10.0  # seconds: at most one list request per this
 
 
@@ -372,13 +375,13 @@ def main() -> int:
         canfar = ["--executor", "canfar", "--canfar-url", platform.url]
         env = base_env(SNAKEMAKE_CANFAR_TOKEN=platform.token)
         modes = {
-            "a: fast path": (canfar, env, "canfar", platform, 250),
+            "a: fast path": (canfar, env, "canfar", platform, CANFAR_JOBS),
             "b: list only": (
                 [*canfar, "--canfar-exit-scan-interval", "0"],
                 env,
                 "canfar",
                 platform,
-                250,
+                CANFAR_JOBS,
             ),
             "b2: list only, 1 list/10 s": (
                 [
@@ -391,7 +394,7 @@ def main() -> int:
                 env,
                 "canfar",
                 platform,
-                250,
+                CANFAR_JOBS,
             ),
             "c: cluster-generic": (
                 [
